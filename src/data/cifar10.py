@@ -1,0 +1,108 @@
+"""CIFAR-10 from the official python archive (or any copy in its standard layout)."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from src.data.datamodule import DataError, InMemoryDataModule
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MD5 = "c58f30108f718f92721af3b95e74349a"
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+IMAGES_PER_FILE = 10_000
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pickled CIFAR-10 batch as uint8 images (N, 3, 32, 32) and int64 labels.
+
+    The content is validated rather than checksummed, so faithful re-exports of the data load too;
+    dict keys may be ``str`` or ``bytes`` (the official files, pickled by Python 2, use bytes).
+    """
+    try:
+        with path.open("rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: the CIFAR-10 copy is incomplete") from None
+    except Exception as e:
+        raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} is not a CIFAR-10 batch: it holds a {type(batch).__name__}")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise DataError(f"{path} is not a CIFAR-10 batch: it lacks the 'data' or 'labels' key")
+    data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    if data.dtype != np.uint8 or data.shape != (IMAGES_PER_FILE, 3 * 32 * 32):
+        raise DataError(
+            f"{path} is malformed: expected uint8 data of shape ({IMAGES_PER_FILE}, 3072), "
+            f"found {data.dtype} of shape {data.shape}"
+        )
+    if labels.shape != (IMAGES_PER_FILE,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path} is malformed: expected {IMAGES_PER_FILE} integer labels")
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"{path} is malformed: labels outside 0..9")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+class CIFAR10DataModule(InMemoryDataModule):
+    """CIFAR-10: 50,000 training and 10,000 test images of 32x32 pixels in 10 classes.
+
+    Reads ``root/cifar-10-batches-py``; when it is missing and ``download`` is set, fetches the
+    official archive from ``url`` and verifies its MD5 before extracting it into ``root``.
+    """
+
+    num_train_images = 50_000
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        url: str = URL,
+        md5: str | None = MD5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.root, self.download, self.url, self.md5 = Path(root), download, url, md5
+
+    @property
+    def folder(self) -> Path:
+        return self.root / FOLDER
+
+    def prepare_data(self) -> None:
+        """Make sure the files are there: download them if allowed, else say how to get them."""
+        if self.folder.is_dir():
+            return
+        how = (
+            f"download {URL} and extract it into {self.root}, "
+            "or point data.root at a folder that holds cifar-10-batches-py"
+        )
+        if not self.download:
+            raise DataError(f"CIFAR-10 not found in {self.folder} (data.download=false): {how}")
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        try:
+            download_and_extract_archive(self.url, str(self.root), md5=self.md5)
+        except Exception as e:  # no network, a bad checksum, a full disk: all end the same way
+            raise DataError(
+                f"CIFAR-10 not found in {self.folder} and the download from {self.url} failed "
+                f"({type(e).__name__}: {e}); {how}"
+            ) from None
+        if not self.folder.is_dir():
+            raise DataError(f"the archive from {self.url} holds no {FOLDER} folder; {how}")
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self.prepare_data()
+        train = [read_batch(self.folder / name) for name in TRAIN_FILES]
+        test_x, test_y = read_batch(self.folder / TEST_FILE)
+        train_x = np.concatenate([x for x, _ in train])
+        train_y = np.concatenate([y for _, y in train])
+        return (
+            torch.from_numpy(train_x),
+            torch.from_numpy(train_y),
+            torch.from_numpy(test_x),
+            torch.from_numpy(test_y),
+        )

@@ -1,0 +1,76 @@
+"""The one LightningModule for every PyTorch classifier: cross-entropy, accuracy, an optimizer."""
+
+from collections.abc import Callable, Iterable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def eval_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy and mean loss over a whole evaluation pass (synchronised across processes)."""
+    return MetricCollection(
+        {"acc": MulticlassAccuracy(num_classes, average="micro"), "loss": MeanMetric()}
+    )
+
+
+class Classifier(pl.LightningModule):
+    """Trains any ``nn.Module`` that maps a batch of images to class logits.
+
+    Logs ``train/loss`` and ``train/acc`` per step, and at every validation interval the loss and
+    accuracy of each evaluation split the data module names (``val/...``, ``test/...``). The final
+    test of the selected checkpoint logs ``final_test/...``.
+
+    ``optimizer`` is a factory that takes the parameters (Hydra's ``_partial_: true``), so the
+    optimizer and its settings come from config.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: OptimizerFactory, num_classes: int = 10):
+        super().__init__()
+        self.net, self.optimizer_factory = net, optimizer
+        self.metrics = nn.ModuleDict(
+            {split: eval_metrics(num_classes) for split in ("val", "test", "final_test")}
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.net.parameters())
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(dim=1) == y).float().mean()
+        # Tensors, not floats: Lightning reads them only every log_every_n_steps (no sync per step).
+        self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True)
+        return loss
+
+    def _evaluate(self, split: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, y = batch
+        logits = self(x)
+        metrics = self.metrics[split]
+        metrics["acc"].update(logits, y)
+        metrics["loss"].update(F.cross_entropy(logits, y), weight=len(y))
+        self.log_dict(
+            {f"{split}/{name}": metric for name, metric in metrics.items()},
+            add_dataloader_idx=False,
+            prog_bar=split == "val",
+        )
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx=0):
+        self._evaluate(self.trainer.datamodule.eval_splits[dataloader_idx], batch)
+
+    def on_validation_epoch_end(self) -> None:
+        # Lightning logs validation at the index of the last training step (99 after 100 steps);
+        # a logged "step" is taken as the x-axis value, so curves read "after 100 steps".
+        self.log("step", float(self.global_step))
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate("final_test", batch)

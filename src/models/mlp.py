@@ -1,0 +1,49 @@
+"""The assignment's multi-layer perceptron (part 2), in PyTorch."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def check_hidden_units(hidden_units: object) -> list[int]:
+    """Return ``hidden_units`` as a list of positive ints, or raise a ValueError that says why."""
+    if isinstance(hidden_units, str) or not isinstance(hidden_units, Sequence):
+        raise ValueError(f"hidden_units must be a list of positive integers, got {hidden_units!r}")
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_units):
+        raise ValueError(f"hidden_units must be a list of positive integers, got {hidden_units!r}")
+    return list(hidden_units)
+
+
+class MLP(nn.Module):
+    """Linear -> LeakyReLU blocks, then a linear layer to the class scores (logits).
+
+    Images are flattened, so any input of shape ``(batch, *)`` with ``n_inputs`` features works.
+    An empty ``hidden_units`` gives multinomial logistic regression.
+    """
+
+    def __init__(
+        self,
+        n_inputs: int = 3 * 32 * 32,
+        hidden_units: Sequence[int] = (100,),
+        n_classes: int = 10,
+        neg_slope: float = 0.02,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        hidden_units = check_hidden_units(hidden_units)
+        if not isinstance(neg_slope, int | float) or neg_slope < 0:
+            raise ValueError(f"neg_slope must be a non-negative number, got {neg_slope!r}")
+        if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        widths = [n_inputs, *hidden_units]
+        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(neg_slope)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(widths[-1], n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
