@@ -48,8 +48,13 @@ def _instantiate(node: DictConfig, key: str, **kwargs):
 
 
 def build(cfg: DictConfig) -> Run:
-    """Instantiate every object of a run from its config; raise ``ConfigError`` on bad values."""
+    """Instantiate every object of a run from its config; raise ``ConfigError`` on bad values.
+
+    The data is checked (or downloaded) before the rest is built, so missing data is reported
+    before anything else happens.
+    """
     datamodule = _instantiate(cfg.data, "data")
+    datamodule.prepare_data()
     net = _instantiate(cfg.model, "model")
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     try:  # an optimizer's own checks (e.g. a negative lr) run on construction: fail now, not later
@@ -100,14 +105,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.data.get("val_size", 1) == 0 and cfg.monitor is not None:
         log.info("data.val_size=0: no validation split, so the last checkpoint is tested")
         cfg.monitor = None
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run = build(cfg)
     trainer = run.trainer
     trainer.fit(run.classifier, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
 
     metrics = {}
     checkpoint = trainer.checkpoint_callback
-    if cfg.monitor is not None and checkpoint is not None and checkpoint.best_model_score is not None:
+    if (
+        cfg.monitor is not None
+        and checkpoint is not None
+        and checkpoint.best_model_score is not None
+    ):
         metrics[f"best_{cfg.monitor}"] = float(checkpoint.best_model_score)
         trainer.logger.log_metrics(metrics, step=trainer.global_step)
     if cfg.test:  # the selected checkpoint: best on validation, else the last
@@ -121,7 +130,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     try:

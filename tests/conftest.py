@@ -41,8 +41,23 @@ def compose_cfg(*overrides: str, output_dir: Path | None = None) -> DictConfig:
     return cfg
 
 
+def run_main(*args: str, monkeypatch: pytest.MonkeyPatch):
+    """Run ``src.train.main`` in this process as if called with ``args``; return what it returns.
+
+    Much faster than a subprocess (no fresh imports). Bad input surfaces as ``SystemExit``.
+    """
+    from src.train import main
+
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["src.train", *args])
+    try:
+        return main()
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m src.train ARGS`` in a subprocess from ``cwd``; return the finished process."""
+    """Run ``python -m src.train ARGS`` in a subprocess from ``cwd``; return the process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
         [sys.executable, "-m", "src.train", *args],
@@ -57,4 +72,8 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
 @pytest.fixture
 def fast_overrides(tmp_path: Path) -> list[str]:
     """Overrides for a few-step run on fake data whose outputs all land under ``tmp_path``."""
-    return [*FAST, f"paths.output_root={tmp_path / 'outputs'}", f"paths.data_dir={tmp_path / 'data'}"]
+    return [
+        *FAST,
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    ]

@@ -15,8 +15,9 @@ def test_in_order_batches_cover_every_sample_once():
 
 
 def test_shuffled_epochs_differ_and_repeat_with_the_seed():
-    a, b = make(batch_size=10, shuffle=True, drop_last=True, seed=1), make(
-        batch_size=10, shuffle=True, drop_last=True, seed=1
+    a, b = (
+        make(batch_size=10, shuffle=True, drop_last=True, seed=1),
+        make(batch_size=10, shuffle=True, drop_last=True, seed=1),
     )
     epoch1 = torch.cat([y for _, y in a])
     epoch2 = torch.cat([y for _, y in a])
@@ -40,7 +41,10 @@ def test_resume_mid_epoch_continues_the_same_order():
 
 def test_processes_split_each_global_batch():
     single = make(batch_size=10, shuffle=True, drop_last=True, seed=5)
-    ranks = [make(batch_size=10, shuffle=True, drop_last=True, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    ranks = [
+        make(batch_size=10, shuffle=True, drop_last=True, seed=5, rank=r, world_size=2)
+        for r in (0, 1)
+    ]
     for (_, y), (_, y0), (_, y1) in zip(single, *ranks, strict=True):
         assert torch.equal(y, torch.cat([y0, y1]))
 

@@ -5,4 +5,10 @@ from src.data.cifar10 import CIFAR10DataModule
 from src.data.datamodule import DataError, InMemoryDataModule
 from src.data.fake import FakeDataModule
 
-__all__ = ["CIFAR10DataModule", "DataError", "FakeDataModule", "InMemoryDataModule", "TensorBatches"]
+__all__ = [
+    "CIFAR10DataModule",
+    "DataError",
+    "FakeDataModule",
+    "InMemoryDataModule",
+    "TensorBatches",
+]

@@ -9,14 +9,14 @@ from torch import Tensor
 class TensorBatches:
     """An iterable of ``(x, y)`` mini-batches sliced from tensors that already sit in memory.
 
-    It replaces ``DataLoader(TensorDataset(...))``, which indexes and collates one sample at a time:
-    here a batch is one gather (shuffled) or one view (in order). The shuffle order comes from its own
-    generator, seeded with ``seed + epoch``, so the data order is the same on every run and can be
-    resumed mid-epoch (``state_dict``); the global RNG plays no part.
+    It replaces ``DataLoader(TensorDataset(...))``, which indexes and collates one sample at a
+    time: here a batch is one gather (shuffled) or one view (in order). The shuffle order comes
+    from its own generator, seeded with ``seed + epoch``, so the data order is the same on every
+    run and can be resumed mid-epoch (``state_dict``); the global RNG plays no part.
 
-    ``batch_size`` is the global batch. Under data parallelism each of ``world_size`` processes takes
-    its ``rank``-th share of every global batch, so the global batch and the data order are the same
-    for any number of processes.
+    ``batch_size`` is the global batch. Under data parallelism each of ``world_size`` processes
+    takes its ``rank``-th share of every global batch, so the global batch and the data order are
+    the same for any number of processes.
     """
 
     def __init__(
@@ -35,7 +35,8 @@ class TensorBatches:
             raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
         if batch_size < 1 or batch_size % world_size:
             raise ValueError(
-                f"batch_size must be a positive multiple of the {world_size} processes, got {batch_size}"
+                f"batch_size must be a positive multiple of the {world_size} processes, "
+                f"got {batch_size}"
             )
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
@@ -77,7 +78,7 @@ class TensorBatches:
             yield x, y
 
     def state_dict(self) -> dict[str, int]:
-        """Where the data order stands: the epoch being read and how many of its batches were read."""
+        """Where the data order stands: the epoch being read and how many of its batches are."""
         return {"epoch": max(self.epoch - 1, 0), "batches": getattr(self, "_yielded", 0)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:

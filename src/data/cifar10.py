@@ -29,7 +29,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except FileNotFoundError:
         raise DataError(f"{path} is missing: the CIFAR-10 copy is incomplete") from None
     except Exception as e:
-        raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from None
+        raise DataError(
+            f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(batch, dict):
         raise DataError(f"{path} is not a CIFAR-10 batch: it holds a {type(batch).__name__}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}

@@ -44,7 +44,8 @@ class InMemoryDataModule(pl.LightningDataModule):
                 raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
         if not isinstance(val_size, int) or not 0 <= val_size < self.num_train_images:
             raise ValueError(
-                f"data.val_size must be an integer in [0, {self.num_train_images}), got {val_size!r}"
+                f"data.val_size must be an integer in [0, {self.num_train_images}), "
+                f"got {val_size!r}"
             )
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
@@ -72,7 +73,9 @@ class InMemoryDataModule(pl.LightningDataModule):
             train_x, train_y = train_x.to(device), train_y.to(device)
             test_x, test_y = test_x.to(device), test_y.to(device)
 
-        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.split_seed))
+        order = torch.randperm(
+            len(train_y), generator=torch.Generator().manual_seed(self.split_seed)
+        )
         val_idx, train_idx = order[: self.val_size].to(train_x.device), order[self.val_size :]
         train_idx = train_idx.to(train_x.device)
         raw = {
