@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.models.batchnorm import check_norm, make_norm
+
 
 def check_hidden_units(hidden_units: object) -> list[int]:
     """Return ``hidden_units`` as a list of positive ints, or raise a ValueError that says why."""
@@ -18,6 +20,10 @@ def check_hidden_units(hidden_units: object) -> list[int]:
 class MLP(nn.Module):
     """Linear -> LeakyReLU blocks, then a linear layer to the class scores (logits).
 
+    ``norm`` adds batch normalization between each hidden linear layer and its LeakyReLU:
+    ``none`` (the assignment's part 2), ``torch`` (``nn.BatchNorm1d``), or the custom layers of
+    part 3, ``autograd`` or ``manual`` (see ``src.models.batchnorm.make_norm``).
+
     Images are flattened, so any input of shape ``(batch, *)`` with ``n_inputs`` features works.
     An empty ``hidden_units`` gives multinomial logistic regression.
     """
@@ -29,6 +35,7 @@ class MLP(nn.Module):
         n_classes: int = 10,
         neg_slope: float = 0.02,
         dropout: float = 0.0,
+        norm: str = "none",
     ):
         super().__init__()
         hidden_units = check_hidden_units(hidden_units)
@@ -36,10 +43,14 @@ class MLP(nn.Module):
             raise ValueError(f"neg_slope must be a non-negative number, got {neg_slope!r}")
         if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        check_norm(norm)  # also without hidden layers, where no norm layer is made
         layers: list[nn.Module] = [nn.Flatten()]
         widths = [n_inputs, *hidden_units]
         for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(neg_slope)]
+            layers.append(nn.Linear(n_in, n_out))
+            if (norm_layer := make_norm(norm, n_out)) is not None:
+                layers.append(norm_layer)
+            layers.append(nn.LeakyReLU(neg_slope))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(widths[-1], n_classes))
