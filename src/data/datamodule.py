@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from src.data.augment import RandomCropFlip
 from src.data.batches import TensorBatches
 
 NORMALIZATIONS = ("mean_image", "standardize", "none")
@@ -22,6 +23,9 @@ class InMemoryDataModule(pl.LightningDataModule):
     train and validation by ``split_seed``, normalised with statistics of the training split alone,
     and kept on the training device (the GPU's memory when there is one).
 
+    ``augment`` randomly crops (after padding) and flips the training batches, never the
+    validation or test ones (``src.data.augment.RandomCropFlip``, seeded by ``shuffle_seed``).
+
     Every validation interval evaluates the validation split (for model selection) and the full test
     set (the assignment's curves), in that order: ``eval_splits`` names them.
     """
@@ -37,6 +41,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         normalize: str = "mean_image",
         split_seed: int = 0,
         shuffle_seed: int = 0,
+        augment: bool = False,
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -49,9 +54,12 @@ class InMemoryDataModule(pl.LightningDataModule):
             )
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        if not isinstance(augment, bool):
+            raise ValueError(f"data.augment must be true or false, got {augment!r}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.normalize = val_size, normalize
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
+        self.augment = augment
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._train_batches: TensorBatches | None = None
 
@@ -109,6 +117,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             shuffle=train,
             drop_last=train,
             seed=self.shuffle_seed,
+            transform=RandomCropFlip(seed=self.shuffle_seed) if train and self.augment else None,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
         )
