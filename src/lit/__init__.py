@@ -2,5 +2,6 @@
 
 from src.lit.callbacks import StepProgressBar
 from src.lit.classifier import Classifier
+from src.lit.numpy_classifier import NumpyClassifier as NumpyClassifier
 
 __all__ = ["Classifier", "StepProgressBar"]

@@ -43,21 +43,28 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.net.parameters())
 
+    def scores_and_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Class scores (highest = predicted class) and the mean cross-entropy of a batch."""
+        logits = self(x)
+        return logits, F.cross_entropy(logits, y)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(dim=1) == y).float().mean()
+        logits, loss = self.scores_and_loss(x, y)
+        self._log_train(logits, y, loss)
+        return loss
+
+    def _log_train(self, scores: Tensor, y: Tensor, loss: Tensor | float) -> None:
+        acc = (scores.argmax(dim=1) == y).float().mean()
         # Tensors, not floats: Lightning reads them only every log_every_n_steps (no sync per step).
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True)
-        return loss
 
     def _evaluate(self, split: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch
-        logits = self(x)
+        scores, loss = self.scores_and_loss(x, y)
         metrics = self.metrics[split]
-        metrics["acc"].update(logits, y)
-        metrics["loss"].update(F.cross_entropy(logits, y), weight=len(y))
+        metrics["acc"].update(scores, y)
+        metrics["loss"].update(loss, weight=len(y))
         self.log_dict(
             {f"{split}/{name}": metric for name, metric in metrics.items()},
             add_dataloader_idx=False,

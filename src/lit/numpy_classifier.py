@@ -1,0 +1,92 @@
+"""The LightningModule of the NumPy MLP: hand-written backward pass and SGD, no autograd."""
+
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from src.lit.classifier import Classifier
+from src.numpy_nn import MLP, SGD, CrossEntropyModule, one_hot, softmax_cross_entropy_backward
+
+log = logging.getLogger(__name__)
+
+# Lightning warns that a fit with no torch optimizer "will run with no optimizer": here it runs with
+# the NumPy one, so the warning would only mislead.
+warnings.filterwarnings("ignore", message=r".*configure_optimizers. returned .None.")
+
+#: Where a checkpoint keeps the NumPy parameters (as tensors: they load with ``weights_only``).
+CHECKPOINT_KEY = "numpy_state_dict"
+
+
+def to_numpy(t: Tensor) -> np.ndarray:
+    """A CPU tensor's memory as a NumPy array: no copy (a tensor elsewhere is copied over first)."""
+    return t.detach().cpu().numpy()
+
+
+class NumpyClassifier(Classifier):
+    """Trains a NumPy network (``src.numpy_nn.MLP``) by manual optimisation.
+
+    Lightning runs everything around the network as for ``Classifier``: batches, step counting,
+    validation, the same metric names, checkpoints, the progress bar and the final test. Each
+    training step is ours: the NumPy forward pass, the fused softmax + cross-entropy gradient, the
+    backward pass and a NumPy SGD update. Batches arrive as CPU tensors and are read as arrays.
+
+    ``optimizer`` is a factory that takes ``net.parameters()`` (``src.numpy_nn.SGD`` with Hydra's
+    ``_partial_: true``). Checkpoints hold the network's parameters under ``"numpy_state_dict"``.
+    """
+
+    def __init__(self, net: MLP, optimizer: Callable[[list], SGD], num_classes: int = 10):
+        super().__init__(net, optimizer, num_classes)
+        self.automatic_optimization = False
+        self.numpy_optimizer = optimizer(net.parameters())
+        self.criterion = CrossEntropyModule()
+
+    def configure_optimizers(self) -> None:
+        # Nothing here for torch to optimise; Lightning then stands in a no-op optimizer, which
+        # training_step steps to count its updates (see there).
+        return None
+
+    def on_fit_start(self) -> None:
+        # Lightning's model summary counts torch parameters only, and shows none here.
+        n = sum(a.size for a in self.net.named_parameters().values())
+        lr = self.numpy_optimizer.lr
+        log.info(f"NumPy {self.net}: {n:,} parameters, trained by NumPy SGD with lr {lr:g}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class probabilities of a batch of images."""
+        return torch.from_numpy(self.net.forward(to_numpy(x)))
+
+    def scores_and_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Class probabilities and the mean cross-entropy of a batch, computed in NumPy."""
+        probs = self.net.forward(to_numpy(x))
+        loss = self.criterion.forward(probs, one_hot(to_numpy(y), self.net.n_classes, probs.dtype))
+        return torch.from_numpy(probs), torch.tensor(loss)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        probs = self.net.forward(to_numpy(x))
+        targets = one_hot(to_numpy(y), self.net.n_classes, probs.dtype)
+        loss = torch.tensor(self.criterion.forward(probs, targets))
+        dlogits = softmax_cross_entropy_backward(probs, targets)
+        self.net.backward_from_logits(dlogits, input_grad=False)  # no use for dL/d(images)
+        self.numpy_optimizer.step()
+        self._log_train(torch.from_numpy(probs), y, loss)  # as Classifier: before the step counts
+        # Lightning counts training steps (global_step: max_steps, validation and checkpoint
+        # intervals) by optimizer steps; with no torch optimizer it holds a no-op stand-in, so
+        # stepping that counts this update.
+        self.optimizers().step()
+        return loss  # for callbacks that watch the loss; Lightning does nothing else with it here
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Tensors share the arrays' dtype and values, and load back without unpickling NumPy.
+        state = self.net.state_dict()
+        checkpoint[CHECKPOINT_KEY] = {name: torch.from_numpy(a) for name, a in state.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if CHECKPOINT_KEY not in checkpoint:
+            raise ValueError(f"the checkpoint has no {CHECKPOINT_KEY!r}: not a NumpyClassifier's")
+        self.net.load_state_dict({k: to_numpy(v) for k, v in checkpoint[CHECKPOINT_KEY].items()})
