@@ -1,0 +1,171 @@
+"""One table of a sweep: every job's overrides and final metrics, best validation accuracy first.
+
+    python scripts/summarize.py outputs/sweeps/2026-01-01_12-00-00_mlp
+    python scripts/summarize.py SWEEP_DIR --out results/mlp_sweep   # results/mlp_sweep.{md,csv}
+
+A job is a folder of the sweep with a ``.hydra/`` folder (Hydra's record of its config and
+overrides); a single run's folder works too. Its metrics come from its TensorBoard events:
+``best_val/acc`` (the validation accuracy of the checkpoint that was tested, with ``val/loss`` at
+that step) and ``final_test/acc``, ``final_test/loss`` (that checkpoint on the test set).
+
+Jobs are ranked by validation accuracy, never by test accuracy: the test set only reports. A job
+without final metrics (it crashed, was killed, or is still running) is listed as ``failed`` at the
+bottom with the last step it logged, so a broken job is seen rather than silently dropped.
+
+Writes ``summary.md`` and ``summary.csv`` into the sweep folder (or ``--out PREFIX``) and prints
+the Markdown table.
+"""
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+METRIC_COLUMNS = ["val_acc", "val_loss", "test_acc", "test_loss"]
+
+
+def find_jobs(sweep_dir: Path) -> list[Path]:
+    """A sweep's job folders (numeric names in numeric order), or the folder itself if a run."""
+    if (sweep_dir / ".hydra").is_dir():
+        return [sweep_dir]
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
+def read_overrides(job_dir: Path) -> dict[str, str]:
+    """The job's command-line overrides as ``{key: value}``, from ``.hydra/overrides.yaml``."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    return dict(item.split("=", 1) if "=" in item else (item, "") for item in items)
+
+
+def read_scalars(job_dir: Path) -> pd.DataFrame:
+    """Every scalar of the job's TensorBoard events (tag, step, value, wall_time); empty if none.
+
+    Only the job's own folder is read, not its subfolders, so a sweep folder's other jobs never mix
+    in. tbparse is imported here so that ``--help`` works without it.
+    """
+    from tbparse import SummaryReader
+
+    if not any(job_dir.glob("events.out.tfevents.*")):
+        return pd.DataFrame(columns=["tag", "step", "value", "wall_time"])
+    try:
+        reader = SummaryReader(str(job_dir), extra_columns={"wall_time"})
+        scalars = reader.scalars
+    except Exception as e:  # a truncated event file (a killed job) must not stop the summary
+        logging.warning(f"{job_dir}: unreadable events ({type(e).__name__}: {e})")
+        return pd.DataFrame(columns=["tag", "step", "value", "wall_time"])
+    return scalars if len(scalars) else pd.DataFrame(columns=["tag", "step", "value", "wall_time"])
+
+
+def last(scalars: pd.DataFrame, tag: str) -> float:
+    rows = scalars[scalars.tag == tag]
+    return float(rows.sort_values("step").value.iloc[-1]) if len(rows) else math.nan
+
+
+def job_metrics(scalars: pd.DataFrame) -> dict[str, object]:
+    """The final metrics, status, last step and wall time of one job from its scalars."""
+    val_acc, test_acc = last(scalars, "best_val/acc"), last(scalars, "final_test/acc")
+    val_loss = math.nan
+    if not math.isnan(val_acc):  # val/loss where the tested checkpoint was taken
+        at_best = scalars[(scalars.tag == "val/acc") & (scalars.value == val_acc)]
+        if len(at_best):
+            step = at_best.step.iloc[0]
+            match = scalars[(scalars.tag == "val/loss") & (scalars.step == step)]
+            val_loss = float(match.value.iloc[0]) if len(match) else math.nan
+    ok = not (math.isnan(val_acc) and math.isnan(test_acc))
+    wall = scalars.wall_time.max() - scalars.wall_time.min() if len(scalars) else math.nan
+    return {
+        "status": "ok" if ok else "failed",
+        "val_acc": val_acc,
+        "val_loss": val_loss,
+        "test_acc": test_acc,
+        "test_loss": last(scalars, "final_test/loss"),
+        "steps": int(scalars.step.max()) if len(scalars) else 0,
+        "wall_min": round(wall / 60, 1) if not math.isnan(wall) else math.nan,
+    }
+
+
+def summarize(sweep_dir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The sweep's table, best first, and the overrides that all its jobs share.
+
+    Only the overrides that differ between jobs get a column; the shared ones are returned apart.
+    """
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir}: no job folders (folders with a .hydra/ inside)")
+    overrides = {job: read_overrides(job) for job in jobs}
+    keys = list(dict.fromkeys(k for o in overrides.values() for k in o))
+    varying = [k for k in keys if len({o.get(k) for o in overrides.values()}) > 1 or len(jobs) == 1]
+    shared = {k: v for k, v in overrides[jobs[0]].items() if k not in varying}
+
+    rows = []
+    for job in jobs:
+        row: dict[str, object] = {"job": job.name}
+        row.update({k: overrides[job].get(k, "") for k in varying})
+        row.update(job_metrics(read_scalars(job)))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    # Best validation accuracy first; failed jobs (no metrics) last; ties keep the job order.
+    table["_failed"] = table.status != "ok"
+    table = table.sort_values(["_failed", "val_acc"], ascending=[True, False], na_position="last",
+                              kind="stable").drop(columns="_failed")  # fmt: skip
+    return table.reset_index(drop=True), shared
+
+
+def to_markdown(table: pd.DataFrame, shared: dict[str, str], title: str) -> str:
+    """A GitHub Markdown table: metrics to 4 places, blank where missing."""
+
+    def cell(column: str, value: object) -> str:
+        if isinstance(value, float) and math.isnan(value):
+            return ""
+        if column in METRIC_COLUMNS:
+            return f"{value:.4f}"
+        return str(value).replace("|", "\\|")
+
+    lines = [f"# {title}", ""]
+    if shared:
+        common = " ".join(f"`{k}={v}`" for k, v in shared.items())
+        lines += [f"Shared overrides: {common}", ""]
+    lines += ["Ranked by validation accuracy (`val_acc`); the test columns only report.", ""]
+    columns = list(table.columns)
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(cell(c, row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep folder (or one run's folder)")
+    parser.add_argument(
+        "--out", type=Path, help="write OUT.md and OUT.csv (default: SWEEP_DIR/summary)"
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        table, shared = summarize(args.sweep_dir)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = args.out or args.sweep_dir / "summary"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md, csv = Path(f"{out}.md"), Path(f"{out}.csv")
+    markdown = to_markdown(table, shared, title=f"Sweep {args.sweep_dir.resolve().name}")
+    md.write_text(markdown)
+    table.to_csv(csv, index=False)
+    print(markdown)
+    print(f"wrote {md} and {csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

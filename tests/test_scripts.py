@@ -1,0 +1,117 @@
+"""The report tools: scripts/plot_curves.py and scripts/summarize.py on a tiny real sweep."""
+
+import contextlib
+import importlib.util
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+from tests.conftest import FAST, ROOT, run_main
+
+
+def load_script(name: str):
+    """Import scripts/NAME.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+summarize = load_script("summarize")
+plot_curves = load_script("plot_curves")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Two finished jobs, one that failed before training (2), and one killed mid-training (9)."""
+    root = tmp_path_factory.mktemp("sweep")
+    # hidden_units=[0] is refused when the last job builds its model: Hydra stops the sweep there
+    # (or goes on, with a launcher that tolerates failures); either way its folder remains.
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.suppress(SystemExit):
+        run_main("-m", *FAST, f"paths.output_root={root}", f"paths.data_dir={root}/data",
+                 "model.hidden_units=[16],[32,16],[0]", "hydra.sweep.dir=" + str(root / "sweep"),
+                 monkeypatch=monkeypatch)  # fmt: skip
+    sweep = root / "sweep"
+    killed = sweep / "9"  # as a job killed after 4 steps leaves it: curves, no final metrics
+    (killed / ".hydra").mkdir(parents=True)
+    overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
+    (killed / ".hydra" / "overrides.yaml").write_text(overrides.replace("=[16]", "=[64]"))
+    with SummaryWriter(str(killed)) as writer:
+        for step in range(1, 5):
+            writer.add_scalar("train/loss", 2.0 / step, step)
+    return sweep
+
+
+def write_job(sweep: Path, name: str, lr: str, val: float, test: float) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- data=fake\n")
+    with SummaryWriter(str(job)) as writer:
+        for tag, value in {"val/acc": val, "val/loss": 1 - val, "test/acc": test}.items():
+            writer.add_scalar(tag, value, 10)
+        writer.add_scalar("best_val/acc", val, 10)
+        writer.add_scalar("final_test/acc", test, 10)
+        writer.add_scalar("final_test/loss", 1 - test, 10)
+
+
+def test_summary_ranks_by_validation_never_by_test(tmp_path):
+    write_job(tmp_path, "0", "0.1", val=0.5, test=0.9)
+    write_job(tmp_path, "1", "0.01", val=0.6, test=0.4)
+    table, shared = summarize.summarize(tmp_path)
+    assert list(table.job) == ["1", "0"] and list(table["optimizer.lr"]) == ["0.01", "0.1"]
+    assert shared == {"data": "fake"}  # the same in every job: not a column
+    assert table.val_loss[0] == pytest.approx(0.4) and table.test_acc[0] == pytest.approx(0.4)
+
+
+def test_summary_lists_every_job_with_failed_ones_last(sweep):
+    assert summarize.main([str(sweep)]) == 0
+    table = pd.read_csv(sweep / "summary.csv", dtype={"job": str})
+    assert set(table.job) == {"0", "1", "2", "9"}
+    ok, failed = table[table.status == "ok"], table[table.status == "failed"]
+    assert set(ok.job) == {"0", "1"}
+    assert list(table.status) == ["ok"] * 2 + ["failed"] * 2
+    assert list(ok.val_acc) == sorted(ok.val_acc, reverse=True)
+    assert ok[["val_acc", "val_loss", "test_acc", "test_loss"]].notna().all().all()
+    assert failed.test_acc.isna().all() and int(failed.set_index("job").steps["9"]) == 4
+    assert "model.hidden_units" in table.columns and "data" not in table.columns
+
+    markdown = (sweep / "summary.md").read_text()
+    assert markdown.count("| failed |") == 2 and "`data=fake`" in markdown
+
+
+def test_summary_of_a_folder_without_jobs_is_an_error(tmp_path, capsys):
+    assert summarize.main([str(tmp_path)]) == 1
+    assert "no job folders" in capsys.readouterr().err
+
+
+def test_plots_one_figure_per_run_and_an_overlay(sweep, tmp_path):
+    jobs = [sweep / "0", sweep / "1"]
+    assert plot_curves.main([*map(str, jobs), "--out", str(tmp_path), "--smooth", "3"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["0.png", "1.png"]
+
+    overlay = tmp_path / "compare.png"
+    args = [*map(str, jobs), "--overlay", str(overlay), "--labels", "a", "b", "--splits", "test"]
+    assert plot_curves.main(args) == 0
+    assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_draws_each_logged_split(sweep):
+    scalars = plot_curves.read_curves(sweep / "0")
+    fig = plot_curves.plot({"run": scalars}, ["train", "val", "test"], smooth=1)
+    loss, acc = fig.axes
+    assert [line.get_label() for line in acc.lines] == ["train", "val", "test"]
+    steps = list(acc.lines[2].get_xdata())
+    assert steps == [3, 6]  # the test set at every validation interval
+    assert all(0 <= v <= 1 for v in acc.lines[2].get_ydata())
+    assert loss.get_yscale() == "log" and not any(math.isnan(v) for v in loss.lines[0].get_ydata())
+
+
+def test_plot_skips_runs_without_logs(sweep, tmp_path, capsys):
+    """Job 2 failed before it logged anything: its folder is skipped, the others are drawn."""
+    assert plot_curves.main([str(sweep / "2"), str(sweep / "0"), "--out", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["0.png"]
+    assert plot_curves.main([str(sweep / "2")]) == 1
