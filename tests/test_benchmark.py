@@ -1,0 +1,68 @@
+"""The speed benchmark runs from a fresh clone (synthetic data) and prints its tables."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench_script():
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_benchmark_smoke_on_fake_data(bench_script, tmp_path: Path, keep_threads):
+    out = tmp_path / "bench.md"
+    argv = ["--fake", "--models", "mlp,convnet", "--steps", "2", "--warmup", "1"]
+    argv += ["--repeats", "2", "--eval-repeats", "1", "--startup-repeats", "0"]
+    argv += ["--eval-interval", "4", "--threads", "1", "--device", "cpu", "--output", str(out)]
+    report = bench_script.main(argv)
+    assert out.read_text() == report + "\n"
+    lines = report.splitlines()
+    assert any(line.startswith("| model | batch |") for line in lines)
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+    assert "MLP [100] (default)" in rows and "ConvNet" in rows
+    assert len(rows["ConvNet"].split("|")) == 15  # all 13 columns filled
+    assert "2 x 2" in rows["MLP [100] (default)"]  # steps x rounds
+    assert "Validation in the default MLP run: every 4 steps" in report
+    assert "| target | measured | met |" in report
+    assert "data module `setup()`" in report
+
+
+def test_benchmark_skips_the_numpy_model_where_it_cannot_run(bench_script, capsys):
+    args = bench_script.parse_args(["--models", "mlp_numpy,mlp", "--precision", "bf16-mixed"])
+    assert args.models == ["mlp"]
+    assert "NumPy MLP" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_unknown_models(bench_script):
+    with pytest.raises(SystemExit):
+        bench_script.parse_args(["--models", "resnet"])
+
+
+@pytest.mark.slow  # three fresh Python processes import torch and Lightning: about 20 s on 2 cores
+def test_startup_is_timed_to_the_first_step(bench_script, tmp_path: Path):
+    """One ``python -m src.train`` in a subprocess, to its first step (slow: fresh imports)."""
+    args = bench_script.parse_args(["--fake", "--device", "cpu"])
+    bench = bench_script.Benchmark(args, tmp_path)
+    starts = bench_script.startup(bench, repeats=1)
+    assert set(starts) == set(bench_script.STARTUP_KEYS)
+    built, data, first = (starts[k][0][0] for k in ("built", "data", "first_step"))
+    assert 0 < built <= data <= first
