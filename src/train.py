@@ -13,20 +13,28 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
-from torch.utils.tensorboard.summary import hparams
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from src import runs
 from src.data import DataError
+from src.lit.callbacks import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; its message names the key."""
+
+
+# What the user can act on, reported as one sentence without a stack trace.
+UserError = ConfigError | DataError | runs.ResumeError | NonFiniteLossError | OSError
 
 
 @dataclass
@@ -47,7 +55,7 @@ def _instantiate(node: DictConfig, key: str, **kwargs):
         raise ConfigError(f"{key}: {cause}") from None
 
 
-def build(cfg: DictConfig) -> Run:
+def build(cfg: DictConfig, purge_step: int | None = None) -> Run:
     """Instantiate every object of a run from its config; raise ``ConfigError`` on bad values.
 
     The data is checked (or downloaded) before the rest is built, so missing data is reported
@@ -65,68 +73,78 @@ def build(cfg: DictConfig) -> Run:
     callbacks = [
         _instantiate(c, f"callbacks.{name}") for name, c in cfg.callbacks.items() if c is not None
     ]
-    logger = _instantiate(cfg.logger, "logger")
+    # A resumed run drops the events its previous start logged after its last checkpoint.
+    resumed = (
+        {"purge_step": purge_step} if purge_step and "TensorBoard" in cfg.logger._target_ else {}
+    )
+    logger = _instantiate(cfg.logger, "logger", **resumed)
     trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
     return Run(datamodule, classifier, trainer)
 
 
-HPARAM_TRAINER_KEYS = ("max_steps", "val_check_interval", "precision")
+def read_checkpoint(path: str, model_target: str) -> dict:
+    """Load a checkpoint to check it before training: a clear error if it is missing, unreadable
+    or of another model."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ConfigError(f"ckpt_path={path}: no such checkpoint") from None
+    except Exception as e:
+        raise ConfigError(f"ckpt_path={path} is not a readable checkpoint ({e})") from None
+    tags = checkpoint.get("tags", {}) if isinstance(checkpoint, dict) else {}
+    trained = tags.get("model")
+    if trained != model_target or "global_step" not in checkpoint:
+        raise ConfigError(
+            f"ckpt_path={path} holds a {trained or 'foreign'} model, but this run trains "
+            f"{model_target}"
+        )
+    return checkpoint
 
 
-def hyperparameters(cfg: DictConfig) -> dict[str, object]:
-    """The run's settings as flat ``group/key`` values, for TensorBoard's HParams tab."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    flat: dict[str, object] = {f"{g}": choices[g] for g in ("model", "optimizer") if g in choices}
-    flat["seed"] = cfg.seed
-    for group in ("model", "optimizer", "data", "trainer"):
-        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
-            if key.startswith("_") or (group == "trainer" and key not in HPARAM_TRAINER_KEYS):
-                continue
-            if isinstance(value, bool | int | float | str):
-                flat[f"{group}/{key}"] = value
-            elif isinstance(value, list | tuple):
-                flat[f"{group}/{key}"] = str(value)
-    return flat
-
-
-def log_hparams(logger: TensorBoardLogger, params: dict, metrics: dict[str, float]) -> None:
-    """Write the HParams entry once, at the end, naming metrics that the run logged as scalars.
-
-    Lightning's ``log_hyperparams(params, metrics)`` would also write each metric again at step 0;
-    TensorBoard's HParams tab reads the last value of each named scalar tag instead.
-    """
-    writer = logger.experiment._get_file_writer()
-    for summary in hparams(params, metrics):
-        writer.add_summary(summary)
+def check_fits(checkpoint: dict, classifier: pl.LightningModule, path: str) -> None:
+    """Refuse a checkpoint whose tensors do not fit the model (e.g. other layer sizes)."""
+    expected = {k: tuple(v.shape) for k, v in classifier.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items()}
+    if expected != found:
+        differences = sorted(set(expected.items()) ^ set(found.items()))[:2]
+        raise ConfigError(f"ckpt_path={path} does not fit this model (e.g. {differences})")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test and log one run; return its final metrics."""
+    run_dir = Path(cfg.paths.output_dir)
     if cfg.data.get("val_size", 1) == 0 and cfg.monitor is not None:
         log.info("data.val_size=0: no validation split, so the last checkpoint is tested")
         cfg.monitor = None
+        cfg.callbacks.model_checkpoint = None
+    if cfg.ckpt_path == "last":
+        cfg.ckpt_path = str(run_dir / runs.LAST_CHECKPOINT)
+    checkpoint, start_step = None, 0
+    if cfg.ckpt_path is not None:
+        checkpoint = read_checkpoint(cfg.ckpt_path, cfg.model._target_)
+        start_step = checkpoint["global_step"]
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    run = build(cfg)
+    run = build(cfg, purge_step=start_step + 1 if start_step else None)
+    if checkpoint is not None:
+        check_fits(checkpoint, run.classifier, cfg.ckpt_path)
     trainer = run.trainer
     trainer.fit(run.classifier, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
 
     metrics = {}
     checkpoint = trainer.checkpoint_callback
-    if (
-        cfg.monitor is not None
-        and checkpoint is not None
-        and checkpoint.best_model_score is not None
-    ):
+    if cfg.monitor is not None and checkpoint.best_model_score is not None:
         metrics[f"best_{cfg.monitor}"] = float(checkpoint.best_model_score)
         trainer.logger.log_metrics(metrics, step=trainer.global_step)
     if cfg.test:  # the selected checkpoint: best on validation, else the last
-        selected = "best" if metrics else None
+        selected = checkpoint.best_model_path if metrics else None
         trainer.test(run.classifier, datamodule=run.datamodule, ckpt_path=selected, verbose=False)
         final = trainer.callback_metrics
         metrics.update({k: float(v) for k, v in final.items() if k.startswith("final_test/")})
-    if isinstance(trainer.logger, TensorBoardLogger):
-        log_hparams(trainer.logger, hyperparameters(cfg), metrics)
-    trainer.logger.save()
+    if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero:
+        params = runs.hyperparameters(cfg, runs.config_choices(run_dir))
+        runs.log_hparams(trainer.logger, params, metrics)
+        trainer.logger.save()
     return metrics
 
 
@@ -135,15 +153,34 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    output_dir = Path(cfg.paths.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        if cfg.resume is not None:
+            cfg = runs.resume_config(run_dir, list(hydra_cfg.overrides.task))
+            runs.write_record(run_dir, status="running", resumed=runs.now())
+        else:
+            runs.start_record(run_dir, list(hydra_cfg.overrides.task))
         metrics = train(cfg)
-    except (ConfigError, DataError) as e:
-        # Bad input the user can fix: one sentence and a non-zero exit, no stack trace.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    except BaseException as e:
+        stopped = isinstance(e, KeyboardInterrupt | SIGTERMException)
+        status = "interrupted" if stopped else "failed"
+        runs.write_record(run_dir, status=status, error=str(e) or type(e).__name__)
+        if in_sweep and not stopped:
+            raise  # Hydra marks this job failed and the sweep goes on with the others
+        if stopped:
+            hint = f"resume with: python -m src.train resume={run_dir}"
+            print(f"{e or type(e).__name__}; {hint}", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(e, UserError):
+            # Bad input or a failed run: one sentence and a non-zero exit, no stack trace.
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        raise
+    runs.write_record(run_dir, status="completed", finished=runs.now(), metrics=metrics)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    log.info(f"{summary or 'done'} | run saved to {output_dir}")
+    log.info(f"{summary or 'done'} | run saved to {run_dir}")
     return metrics.get(f"best_{cfg.monitor}") if cfg.monitor else None
 
 

@@ -39,18 +39,6 @@ def test_resume_mid_epoch_continues_the_same_order():
     assert all(torch.equal(a, b) for a, b in zip(seen, expected, strict=True))
 
 
-def test_resume_discounts_the_batch_read_ahead():
-    batches = make(batch_size=10, shuffle=True, drop_last=True, seed=3)
-    batches.prefetched = 1
-    it = iter(batches)
-    for _ in range(5):  # a consumer that has trained on 4 batches and holds the 5th
-        next(it)
-    assert batches.state_dict() == {"epoch": 0, "batches": 4}
-    for _ in it:  # the epoch runs out: nothing is held back any more
-        pass
-    assert batches.state_dict() == {"epoch": 0, "batches": 10}
-
-
 def test_processes_split_each_global_batch():
     single = make(batch_size=10, shuffle=True, drop_last=True, seed=5)
     ranks = [

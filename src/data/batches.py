@@ -43,7 +43,6 @@ class TensorBatches:
         self.seed, self.transform = seed, transform
         self.rank, self.world_size = rank, world_size
         self.epoch = 0  # epochs started so far
-        self.prefetched = 0  # batches the consumer reads ahead of what it has used (Lightning: 1)
         self._resume_at = 0  # batches of the current epoch already consumed (set by a resume)
 
     def __len__(self) -> int:
@@ -60,7 +59,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, start = self.epoch, self._resume_at
         self.epoch, self._resume_at = epoch + 1, 0
-        self._read, self._exhausted = start, False
+        self._read = start
         order = self._order(epoch)
         local = self.batch_size // self.world_size
         for b in range(start, len(self)):
@@ -77,18 +76,14 @@ class TensorBatches:
                 x = self.transform(x)
             self._read = b + 1
             yield x, y
-        self._exhausted = True
 
     def state_dict(self) -> dict[str, int]:
-        """Where the data order stands: the epoch being read and how many of its batches were used.
+        """Where the data order stands: the epoch being read and how many of its batches were read.
 
-        Lightning reads one batch ahead of the step it runs (to know which batch is the last), so
-        a checkpoint taken after a step has seen one batch more than was trained on, unless the
-        epoch ran out.
+        Lightning reads no batch ahead from an iterable that has a length, so "read" is "trained on"
+        when it saves a checkpoint between steps.
         """
-        read = getattr(self, "_read", 0)
-        used = read if getattr(self, "_exhausted", True) else max(read - self.prefetched, 0)
-        return {"epoch": max(self.epoch - 1, 0), "batches": used}
+        return {"epoch": max(self.epoch - 1, 0), "batches": getattr(self, "_read", 0)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from ``state``: the next ``iter`` resumes that epoch after its used batches."""

@@ -126,7 +126,6 @@ class InMemoryDataModule(pl.LightningDataModule):
         # One object for the whole fit, so the data order runs on across epochs and resumes.
         if self._train_batches is None:
             self._train_batches = self._batches("train", self.batch_size, train=True)
-            self._train_batches.prefetched = 1  # Lightning's fit loop reads one batch ahead
         return self._train_batches
 
     def val_dataloader(self) -> list[TensorBatches]:

@@ -1,10 +1,16 @@
 """Lightning callbacks of this project."""
 
+import random
+import signal
+import threading
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -29,3 +35,144 @@ class StepProgressBar(TQDMProgressBar):
         if self._should_update(step, bar.total):
             _update_n(bar, step)
             bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(pl.Callback):
+    """Stop the run when the training loss stops being finite, before a checkpoint records it.
+
+    The check runs on the device and is read back only every ``check_every`` steps and before each
+    validation (so before each checkpoint): no device sync per step. The error names the first bad
+    step; the last checkpoint written is the last good one.
+    """
+
+    def __init__(self, check_every: int = 10):
+        self.check_every = check_every
+        self._first_bad: torch.Tensor | None = None  # step of the first non-finite loss, or -1
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, *_: Any) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        loss = torch.as_tensor(loss).detach()
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first_bad_here = ~torch.isfinite(loss) & (self._first_bad < 0)
+        self._first_bad = torch.where(first_bad_here, trainer.global_step, self._first_bad)
+        if trainer.global_step % self.check_every == 0:
+            self._check()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {step}: the run stopped there, "
+                "and its last checkpoint is the last good state (try a smaller learning rate)"
+            )
+
+
+class StopOnSignal(pl.Callback):
+    """On SIGINT (Ctrl-C) or SIGTERM (e.g. a cluster's pre-emption notice), finish the current
+    step (and its validation, if one is due), save ``last.ckpt`` and stop, so the run resumes
+    exactly where it stopped.
+
+    Python's default Ctrl-C raises wherever the program happens to be, possibly half-way through
+    an optimizer step, and Lightning's own SIGTERM handling stops half-way through a validation;
+    here the signal only sets a flag, and Lightning is asked to stop (``received_sigterm``) once
+    the step is complete. It then raises ``SIGTERMException`` after writing the step's logs, and
+    the checkpoint is saved in ``on_exception``. A second Ctrl-C interrupts at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint_path: str):
+        self.checkpoint_path = checkpoint_path
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. not in joblib)
+        for signum in self.SIGNALS:  # replaces Lightning's own SIGTERM handler during training
+            self._previous[signum] = signal.signal(signum, self._handler)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._restore_handlers()
+
+    @staticmethod
+    def _stop_after_this_step(trainer: pl.Trainer) -> None:
+        # The flag Lightning's own SIGTERM handler sets (``trainer.received_sigterm`` reads it).
+        trainer._signal_connector.received_sigterm = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
+        interval = trainer.val_check_batch
+        validation_due = isinstance(interval, int) and trainer.global_step % interval == 0
+        if self.received is not None and not validation_due:
+            self._stop_after_this_step(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.received is not None and trainer.state.fn == "fit":
+            self._stop_after_this_step(trainer)  # the due validation is done
+
+    def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
+        self._restore_handlers()
+        if self.received is not None and isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.checkpoint_path)
+            name = signal.Signals(self.received).name
+            exception.args = (
+                f"{name} received: stopped after step {trainer.global_step} and saved "
+                f"{self.checkpoint_path}",
+            )
+
+
+class RngState(pl.Callback):
+    """Save and restore every random number generator with the checkpoints, so that a resumed run
+    draws the same random numbers (dropout, augmentation) as an uninterrupted one."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "python": random.getstate(),
+            # As plain lists and numbers: checkpoints load with torch.load(weights_only=True).
+            "numpy": [
+                v.tolist() if isinstance(v, np.ndarray) else v
+                for v in np.random.get_state()  # noqa: NPY002
+            ],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        random.setstate(state["python"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))  # noqa: NPY002
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TagCheckpoints(pl.Callback):
+    """Write ``tags`` (e.g. which model was trained) into every checkpoint under ``"tags"``, so a
+    checkpoint given to a run of another model is refused with a clear reason."""
+
+    def __init__(self, **tags: Any):
+        self.tags = tags
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["tags"] = dict(self.tags)

@@ -58,6 +58,10 @@ class Classifier(pl.LightningModule):
         acc = (scores.argmax(dim=1) == y).float().mean()
         # Tensors, not floats: Lightning reads them only every log_every_n_steps (no sync per step).
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True)
+        # Plotted at the update's number (1 for the first), like validation "after N updates"; a
+        # logged "step" is Lightning's x-axis value. A resumed run then continues the curves at
+        # exactly the step after its checkpoint.
+        self.log("step", float(self.global_step + 1))
 
     def _evaluate(self, split: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch

@@ -1,0 +1,31 @@
+"""Checkpoints written atomically."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file beside it, flush it to disk, then rename it.
+
+    A kill or a full disk during the write leaves the previous checkpoint of that name intact.
+    Lightning's own writer stages the file in the system's temporary folder, and its final move is
+    a copy, not an atomic rename, wherever that folder is on another file system (common on
+    clusters).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with tmp.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

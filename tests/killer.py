@@ -1,0 +1,31 @@
+"""Test-only callbacks that break a run on purpose, added with Hydra overrides such as
+``+callbacks.killer._target_=tests.killer.KillAtStep +callbacks.killer.step=N``."""
+
+import os
+import signal
+
+import pytorch_lightning as pl
+
+
+class KillAtStep(pl.Callback):
+    """Send ``signum`` to this process after step ``step`` of a fresh start, as a crash, the OOM
+    killer or a cluster's pre-emption would. A resumed run (started from a checkpoint) is spared."""
+
+    def __init__(self, step: int, signum: int = signal.SIGKILL):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *_) -> None:
+        if trainer.global_step == self.step and trainer.ckpt_path is None:
+            os.kill(os.getpid(), self.signum)
+
+
+class PoisonAtStep(pl.Callback):
+    """Turn the model's weights into NaN after a chosen step, as a diverging run would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        if trainer.global_step == self.step:
+            for p in pl_module.parameters():
+                p.data.fill_(float("nan"))
