@@ -15,14 +15,19 @@ between neighbouring blocks, so that the ratios stay fair on a machine that is b
 Measured, and printed as Markdown tables:
 
 - ms per training step (median over repetitions), the project / bare ratio (median of the paired
-  ratios, with its range), images per second, and the peak memory of the timed steps. A step is
-  timed from the start of one training batch to the start of the next: the step, the callbacks,
-  logging, the progress bar and fetching the next batch. The first ``--warmup`` steps of every
-  block are not timed. Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the
+  ratios, with their range), the same ratio in CPU time, images per second, and the peak memory
+  of the timed steps. A step is timed from the start of one training batch to the start of the
+  next: the step, the callbacks, logging, the progress bar and fetching the next batch. The first
+  ``--warmup`` steps of every block are not timed. CPU time is the process's (all threads,
+  ``time.process_time``): a machine busy with other work disturbs it much less than wall time,
+  as long as ``--threads`` leaves no thread waiting for a core (use ``--threads 1`` there).
+  Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (the dataset included); on CPU the
   process's peak resident set (Linux ``VmHWM``, reset before each block), which includes the
-  libraries and the dataset held in RAM (the same tensors for both variants).
-- one full evaluation of the test set: ``trainer.test`` of the project, and a bare
-  ``torch.no_grad`` pass over the same tensors in batches of ``data.eval_batch_size``.
+  libraries and the dataset held in RAM (the same tensors for both variants), and in brackets
+  how far it rose above the resident set at the start of the block.
+- one evaluation of the test set: ``trainer.test`` of the project, and a bare ``inference_mode``
+  pass over the same tensors in batches of ``data.eval_batch_size`` (the ConvNet on a CPU: two
+  batches, scaled up to the whole set).
 - how much of the default MLP's run goes into its validation intervals (validation split and test
   set every ``trainer.val_check_interval`` steps, checkpoints included): a real fit of two
   intervals, each step timed; an interval's cost is its step's time minus the median step.
@@ -173,8 +178,8 @@ class Setting:
     project_cpu: list[float] = field(default_factory=list)
     bare_cpu: list[float] = field(default_factory=list)
     cpu_ratios: list[float] = field(default_factory=list)
-    project_peak: list[float] = field(default_factory=list)
-    bare_peak: list[float] = field(default_factory=list)
+    project_peak: list[tuple[float | None, float | None]] = field(default_factory=list)
+    bare_peak: list[tuple[float | None, float | None]] = field(default_factory=list)
     project_eval_s: list[float] = field(default_factory=list)
     bare_eval_s: list[float] = field(default_factory=list)
     eval_batches: int | None = None  # test batches per evaluation; None: all of them
@@ -257,7 +262,7 @@ class Benchmark:
 
     # -- the two variants ------------------------------------------------------------------------
 
-    def project_block(self, s: Setting) -> tuple[float, float, float | None, object]:
+    def project_block(self, s: Setting) -> tuple[float, float, tuple, object]:
         cfg = s.cfg.copy()
         with open_dict(cfg):
             cfg.trainer.max_steps = s.warmup + s.steps + 1
@@ -266,9 +271,9 @@ class Benchmark:
         run = self.fit(cfg, [timer])
         if timer.ms_per_step is None:
             raise RuntimeError(f"{s.name}: the fit ended before {s.warmup + s.steps} steps")
-        return timer.ms_per_step, timer.cpu_ms_per_step, timer.peak_mib, run
+        return timer.ms_per_step, timer.cpu_ms_per_step, (timer.peak_mib, timer.base_mib), run
 
-    def bare_block(self, s: Setting, datamodule, seed: int) -> tuple[float, float, float | None]:
+    def bare_block(self, s: Setting, datamodule, seed: int) -> tuple[float, float, tuple]:
         x, y = datamodule.splits["train"]
         net = instantiate(s.cfg.model)
         optimizer_factory = instantiate(s.cfg.optimizer)
@@ -292,8 +297,8 @@ class Benchmark:
                 bare_torch_steps(net, optimizer, x, y, s.batch_size, steps, generator, dtype)
 
         run(s.warmup)
-        seconds, cpu, peak = time_block(lambda: run(s.steps), s.device)
-        return seconds / s.steps * 1e3, cpu / s.steps * 1e3, peak
+        seconds, cpu, peak, base = time_block(lambda: run(s.steps), s.device)
+        return seconds / s.steps * 1e3, cpu / s.steps * 1e3, (peak, base)
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -338,11 +343,16 @@ class Benchmark:
 
     # -- the share of validation in a real run ---------------------------------------------------
 
-    def eval_share(self, name: str, intervals: int = 2) -> dict[str, float]:
+    def eval_share(
+        self, name: str, test_only: bool = False, intervals: int = 2
+    ) -> dict[str, float]:
         """Fit ``intervals`` validation intervals of ``name`` as configured (or every
         ``--eval-interval`` steps), every step timed, then time a bare forward pass over the same
-        evaluation splits."""
-        cfg = compose_cfg(self.overrides(name, []), self.workdir / f"{name}_eval_share")
+        evaluation splits. ``test_only``: no validation split (``data.val_size=0``, the
+        assignment's protocol), as ``src.train`` runs it: no best checkpoint to monitor."""
+        extra = ["data.val_size=0", "monitor=null", "callbacks.model_checkpoint=null"]
+        out = self.workdir / f"{name}_eval_share{'_test_only' if test_only else ''}"
+        cfg = compose_cfg(self.overrides(name, extra if test_only else []), out)
         interval = self.args.eval_interval or int(cfg.trainer.val_check_interval)
         full_steps = int(cfg.trainer.max_steps)
         with open_dict(cfg):
@@ -496,9 +506,13 @@ def med_pair(pairs: list[tuple[float, float | None]]) -> str:
     return f"{wall:.2f} ({med(cpus):.2f})" if cpus else f"{wall:.2f}"
 
 
-def fmt_mib(values: list[float | None]) -> str:
-    known = [v for v in values if v is not None]
-    return f"{max(known):,.0f}" if known else "n/a"
+def fmt_mib(values: list[tuple[float | None, float | None]]) -> str:
+    """The highest peak over the blocks, and the most it grew over the memory held before."""
+    peaks = [p for p, _ in values if p is not None]
+    growth = [p - b for p, b in values if p is not None and b is not None]
+    if not peaks:
+        return "n/a"
+    return f"{max(peaks):,.0f} (+{max(growth):,.0f})" if growth else f"{max(peaks):,.0f}"
 
 
 def spread(values: list[float]) -> str:
@@ -506,7 +520,7 @@ def spread(values: list[float]) -> str:
 
 
 def step_table(settings: list[Setting], device: torch.device) -> str:
-    memory = "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB"
+    memory = "peak GPU MiB (+growth)" if device.type == "cuda" else "peak RSS MiB (+growth)"
     lines = [
         "| model | batch | steps x rounds | project ms/step | bare ms/step | ratio (range) "
         "| CPU-time ratio (range) | project img/s | bare img/s "
@@ -530,7 +544,7 @@ TARGETS = {"mlp": 1.10, "convnet": 1.03}
 
 def targets_table(
     settings: list[Setting],
-    share: dict[str, float] | None,
+    shares: list[dict[str, float]],
     starts: dict[str, list[float]] | None,
     loads: dict[str, list[float]] | None,
     fake: bool,
@@ -561,8 +575,8 @@ def targets_table(
     if loads and not fake:
         row("CIFAR-10 setup() <= 3 s (wall)", med([w for w, _ in loads["setup"]]), 3.0, " s")
         row("CIFAR-10 setup() <= 3 s (CPU time)", med([c for _, c in loads["setup"]]), 3.0, " s")
-    if share:
-        row("validation share of the default MLP run < 15%", share["share"] * 100, 15.0, " %")
+    for share, what in zip(shares, ("", ", data.val_size=0"), strict=False):
+        row(f"validation share of the default MLP run{what} < 15%", share["share"] * 100, 15, " %")
     return "\n".join(rows)
 
 
@@ -686,22 +700,23 @@ def main(argv: list[str] | None = None) -> str:
                 s.project_eval_s.append(bench.project_eval(s, runs[s.name]))
                 s.bare_eval_s.append(bench.bare_eval(s, runs[s.name]))
 
-        share = None
+        shares = []
         if not args.no_eval_share and "mlp" in args.models:
-            log("validation share: mlp")
-            share = bench.eval_share("mlp")
+            for test_only in (False, True):
+                log(f"validation share: mlp{' (data.val_size=0)' if test_only else ''}")
+                shares.append(bench.eval_share("mlp", test_only))
         log("data loading")
         loads = data_loading(bench, 3)
         log("start-up")
         starts = startup(bench, args.startup_repeats) if args.startup_repeats else None
-    report = render(args, settings, share, starts, loads, time.perf_counter() - began)
+    report = render(args, settings, shares, starts, loads, time.perf_counter() - began)
     print(report)
     if args.output:
         args.output.write_text(report + "\n")
     return report
 
 
-def render(args, settings, share, starts, loads, seconds) -> str:
+def render(args, settings, shares, starts, loads, seconds) -> str:
     data = "synthetic data (data=fake)" if args.fake else f"CIFAR-10 from {args.data_root}"
     options = f"precision {args.precision}" + (", torch.compile" if args.compile else "")
     parts = [
@@ -716,18 +731,26 @@ def render(args, settings, share, starts, loads, seconds) -> str:
         f"{SLOW_EVAL_BATCHES} batches and scaled up. CPU-time ratio: the same ratio in the "
         "process's CPU time (all threads), which a busy machine disturbs less than wall time.",
     ]
-    if share:
+    if shares:
         parts += [
             "",
-            f"Validation in the default MLP run: every {share['interval']} steps the validation "
-            f"split and the test set ({share['eval_images']:,} images) take "
-            f"{share['eval_s'] * 1e3:.0f} ms (the validation loop "
-            f"{share['validation_s'] * 1e3:.0f} ms, the rest mostly checkpoints; a bare forward "
-            f"pass over the same images {share['bare_s'] * 1e3:.0f} ms) against "
-            f"{share['step_s'] * 1e3:.2f} ms per training step: over the "
-            f"{share['full_steps']} steps of the run, its {share['n_evals']} evaluations are "
-            f"**{share['share']:.1%}** of the training loop's time.",
+            "Validation in the default MLP run (a real fit of two validation intervals; an "
+            "interval's evaluation costs its step's time minus the median step, checkpoints "
+            "included; bare: an `inference_mode` forward pass over the same images):",
+            "",
+            "| evaluated every interval | images | evaluation ms | of which the validation loop "
+            "| bare forward ms | ms per training step | evaluations per run | share of the "
+            "training loop |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        names = ("validation split + test set (default)", "test set only (data.val_size=0)")
+        for share, what in zip(shares, names, strict=False):
+            parts.append(
+                f"| {what}, every {share['interval']} steps | {share['eval_images']:,} "
+                f"| {share['eval_s'] * 1e3:.0f} | {share['validation_s'] * 1e3:.0f} "
+                f"| {share['bare_s'] * 1e3:.0f} | {share['step_s'] * 1e3:.2f} "
+                f"| {share['n_evals']} | **{share['share']:.1%}** |"
+            )
     if loads or starts:
         parts += ["", "| start-up (median) | wall s (CPU s) |", "|---|---:|"]
         if starts:
@@ -745,7 +768,7 @@ def render(args, settings, share, starts, loads, seconds) -> str:
                 f"| data module `load()` (read, decode) | {med_pair(loads['load'])} |",
                 f"| data module `setup()` (load, split, normalise) | {med_pair(loads['setup'])} |",
             ]
-    parts += ["", targets_table(settings, share, starts, loads, args.fake)]
+    parts += ["", targets_table(settings, shares, starts, loads, args.fake)]
     parts += ["", f"Benchmark wall time {seconds:.0f} s."]
     return "\n".join(parts)
 

@@ -41,7 +41,8 @@ def test_benchmark_smoke_on_fake_data(bench_script, tmp_path: Path, keep_threads
     assert "MLP [100] (default)" in rows and "ConvNet" in rows
     assert len(rows["ConvNet"].split("|")) == 15  # all 13 columns filled
     assert "2 x 2" in rows["MLP [100] (default)"]  # steps x rounds
-    assert "Validation in the default MLP run: every 4 steps" in report
+    assert "| validation split + test set (default), every 4 steps | 700 |" in report
+    assert "| test set only (data.val_size=0), every 4 steps | 500 |" in report
     assert "| target | measured | met |" in report
     assert "data module `setup()`" in report
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 
@@ -51,9 +52,15 @@ def test_fp16_autocast_on_cpu_is_refused_with_the_alternative():
         check_precision("16-mixed", CPU)
 
 
-def test_precisions_outside_the_supported_ones_are_refused():
-    with pytest.raises(ValueError, match="not supported here"):
-        check_precision("64-true", CPU)
+def test_lightnings_other_precisions_pass():
+    assert check_precision("64", CPU) == "64-true"
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "device"), [("cpu", "cpu"), ("gpu", "cuda"), ("cuda", "cuda"), ("tpu", "cpu")]
+)
+def test_training_device(accelerator, device):
+    assert speed.training_device(accelerator).type == device
 
 
 def test_numpy_model_trains_in_full_precision_only():
@@ -85,6 +92,7 @@ def test_compile_refuses_the_numpy_model_and_other_devices():
 
 
 def test_old_gpus_cannot_compile(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))
     with pytest.raises(ValueError, match="capability 6.1"):
         check_compile(torch.device("cuda"))
@@ -96,6 +104,27 @@ def test_milestones_are_found_in_noisy_output():
         "MILESTONE built 99.0 2.0\nMILESTONE first_step 200.0 9.0\nnoise\n"
     )
     assert Milestones.parse(output) == {"first_step": (100.5, 3.25), "built": (99.0, 2.0)}
+
+
+def test_logs_this_step_follows_lightnings_logging_interval(tmp_path: Path):
+    from src.train import build
+
+    cfg = compose_cfg(
+        *FAST, "trainer.max_steps=7", "trainer.log_every_n_steps=3", output_dir=tmp_path / "run"
+    )
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")
+    run = build(cfg)
+    seen: list[tuple[int, bool]] = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            seen.append((trainer.global_step, speed.logs_this_step(trainer)))
+
+    run.trainer.callbacks.append(Spy())
+    run.trainer.fit(run.classifier, datamodule=run.datamodule)
+    assert [step for step, logs in seen if logs] == [2, 5]  # the 3rd and the 6th step
+    assert speed.logs_this_step(None)
 
 
 def test_peak_memory_is_read_on_cpu():
