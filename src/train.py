@@ -103,10 +103,17 @@ def read_checkpoint(path: str, model_target: str) -> dict:
 
 def check_fits(checkpoint: dict, classifier: pl.LightningModule, path: str) -> None:
     """Refuse a checkpoint whose tensors do not fit the model (e.g. other layer sizes)."""
-    expected = {k: tuple(v.shape) for k, v in classifier.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items()}
-    if expected != found:
-        differences = sorted(set(expected.items()) ^ set(found.items()))[:2]
+
+    def shapes(ckpt: dict) -> set[tuple[str, tuple[int, ...]]]:
+        # Torch parameters in "state_dict"; a module may add its own (the NumPy MLP's arrays).
+        sections = {
+            k: v for k, v in ckpt.items() if k.endswith("state_dict") and isinstance(v, dict)
+        }
+        return {(f"{s}.{k}", tuple(v.shape)) for s, d in sections.items() for k, v in d.items()}
+
+    own = {"state_dict": classifier.state_dict()}
+    classifier.on_save_checkpoint(own)
+    if differences := sorted(shapes(own) ^ shapes(checkpoint))[:2]:
         raise ConfigError(f"ckpt_path={path} does not fit this model (e.g. {differences})")
 
 

@@ -150,13 +150,14 @@ def test_bad_checkpoints_are_refused(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("model, hidden", [("mlp", "hidden_units"), ("mlp_numpy", "n_hidden")])
 def test_a_checkpoint_of_other_layer_sizes_is_refused(
-    fast_overrides, tmp_path, monkeypatch, capsys
+    fast_overrides, tmp_path, monkeypatch, capsys, model, hidden
 ):
-    train(compose_cfg(*fast_overrides, output_dir=tmp_path / "run"))
+    train(compose_cfg(*fast_overrides, f"model={model}", output_dir=tmp_path / "run"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     with pytest.raises(SystemExit):
-        run_main(*fast_overrides, "model.hidden_units=[7]", f"ckpt_path={ckpt}",
+        run_main(*fast_overrides, f"model={model}", f"model.{hidden}=[7]", f"ckpt_path={ckpt}",
                  monkeypatch=monkeypatch)  # fmt: skip
     assert "does not fit this model" in capsys.readouterr().err
 
