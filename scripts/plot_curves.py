@@ -20,10 +20,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed, works on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 STYLES = {"train": ":", "val": "--", "test": "-"}
 METRICS = (("loss", "cross-entropy loss"), ("acc", "accuracy"))
+
+
+class PlainLogFormatter(LogFormatter):
+    """Labels the log-axis ticks that matplotlib would label, as plain numbers (0.6, not 6e-01)."""
+
+    def __call__(self, x, pos=None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def read_curves(run_dir: Path) -> pd.DataFrame:
@@ -64,6 +72,8 @@ def plot(runs: dict[str, pd.DataFrame], splits, smooth: int, title: str | None =
         ax.set_ylabel(ylabel)
         if ylabel.endswith("loss"):  # early losses can be 100 times the late ones
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(PlainLogFormatter())
+            ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize="small")
