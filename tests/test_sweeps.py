@@ -94,7 +94,7 @@ def test_joblib_runs_jobs_side_by_side_each_on_a_share_of_the_cores(
     assert [int((j / "threads.txt").read_text()) for j in jobs] == [share, share]
 
 
-@pytest.mark.slow  # two job processes import torch, polled by submitit: about 50 s on 2 cores
+@pytest.mark.slow  # two job processes import torch, polled by submitit: 30-60 s on 2 cores
 def test_submitit_local_launcher_runs_a_sweep(fast_overrides, tmp_path, monkeypatch, importable):
     """The submitit launcher as on SLURM, with its local executor: each job a subprocess."""
     run_main("-m", *fast_overrides, "hydra/launcher=submitit_local",
