@@ -1,4 +1,4 @@
-"""The batched crop-and-flip augmentation, and that only the training batches get it."""
+"""The batched crop-and-flip augmentation: exact, seeded, training batches only, resumable."""
 
 import pytest
 import torch
@@ -6,6 +6,8 @@ import torch.nn.functional as F
 
 from src.data import FakeDataModule
 from src.data.augment import RandomCropFlip
+from src.train import train
+from tests.conftest import compose_cfg
 
 
 def images(n: int = 16, c: int = 3, h: int = 8, w: int = 8) -> torch.Tensor:
@@ -92,3 +94,13 @@ def test_only_the_training_batches_are_augmented():
     assert torch.equal(y, y0) and not torch.equal(x, x0)  # same order, other pixels
     assert all(torch.equal(a[0], b[0]) for a, b in zip(evals, evals0, strict=True))
     assert torch.equal(next(iter(dm.test_dataloader()))[0], dm.splits["test"][0][:50])
+
+
+def test_a_resumed_run_augments_as_an_uninterrupted_one(fast_overrides, tmp_path):
+    """The augmentation's draws travel in the checkpoint (the data module's state)."""
+    args = [*fast_overrides, "data.augment=true"]
+    whole = train(compose_cfg(*args, output_dir=tmp_path / "whole"))
+    train(compose_cfg(*args, "trainer.max_steps=3", output_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = train(compose_cfg(*args, f"ckpt_path={last}", output_dir=tmp_path / "second"))
+    assert resumed == whole

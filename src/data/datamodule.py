@@ -60,6 +60,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.val_size, self.normalize = val_size, normalize
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.augment = augment
+        # One augmentation for the whole fit: its random draws run on across epochs, and they are
+        # saved with checkpoints (state_dict), so a resumed run augments as an uninterrupted one.
+        self._augment = RandomCropFlip(seed=shuffle_seed) if augment else None
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._train_batches: TensorBatches | None = None
 
@@ -117,7 +120,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             shuffle=train,
             drop_last=train,
             seed=self.shuffle_seed,
-            transform=RandomCropFlip(seed=self.shuffle_seed) if train and self.augment else None,
+            transform=self._augment if train else None,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
         )
@@ -127,6 +130,14 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self._train_batches is None:
             self._train_batches = self._batches("train", self.batch_size, train=True)
         return self._train_batches
+
+    def state_dict(self) -> dict:
+        """What a checkpoint must hold beyond the data order: where the augmentation's draws are."""
+        return {"augment": self._augment.state_dict()} if self._augment is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._augment is not None and "augment" in state:
+            self._augment.load_state_dict(state["augment"])
 
     def val_dataloader(self) -> list[TensorBatches]:
         return [self._batches(split, self.eval_batch_size) for split in self.eval_splits]
