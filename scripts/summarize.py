@@ -9,8 +9,10 @@ overrides); a single run's folder works too. Its metrics come from its TensorBoa
 that step) and ``final_test/acc``, ``final_test/loss`` (that checkpoint on the test set).
 
 Jobs are ranked by validation accuracy, never by test accuracy: the test set only reports. A job
-without final metrics (it crashed, was killed, or is still running) is listed as ``failed`` at the
-bottom with the last step it logged, so a broken job is seen rather than silently dropped.
+without final metrics is listed at the bottom with the last step it logged, so a broken job is seen
+rather than silently dropped: ``interrupted`` if its ``run.yaml`` says it stopped cleanly (and can
+be resumed), else ``failed`` (it crashed, was refused, was killed, or is still running), with the
+error its ``run.yaml`` recorded, if any.
 
 Writes ``summary.md`` and ``summary.csv`` into the sweep folder (or ``--out PREFIX``) and prints
 the Markdown table.
@@ -46,6 +48,15 @@ def read_overrides(job_dir: Path) -> dict[str, str]:
     return dict(item.split("=", 1) if "=" in item else (item, "") for item in items)
 
 
+def read_record(job_dir: Path) -> dict:
+    """The job's own record (``run.yaml``: status, error, ...), or an empty dict if it has none."""
+    try:
+        record = yaml.safe_load((job_dir / "run.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def read_scalars(job_dir: Path) -> pd.DataFrame:
     """Every scalar of the job's TensorBoard events (tag, step, value, wall_time); empty if none.
 
@@ -70,8 +81,8 @@ def last(scalars: pd.DataFrame, tag: str) -> float:
     return float(rows.sort_values("step").value.iloc[-1]) if len(rows) else math.nan
 
 
-def job_metrics(scalars: pd.DataFrame) -> dict[str, object]:
-    """The final metrics, status, last step and wall time of one job from its scalars."""
+def job_metrics(scalars: pd.DataFrame, record: dict) -> dict[str, object]:
+    """The status, final metrics, last step and wall time of one job."""
     val_acc, test_acc = last(scalars, "best_val/acc"), last(scalars, "final_test/acc")
     val_loss = math.nan
     if not math.isnan(val_acc):  # val/loss where the tested checkpoint was taken
@@ -80,10 +91,13 @@ def job_metrics(scalars: pd.DataFrame) -> dict[str, object]:
             step = at_best.step.iloc[0]
             match = scalars[(scalars.tag == "val/loss") & (scalars.step == step)]
             val_loss = float(match.value.iloc[0]) if len(match) else math.nan
-    ok = not (math.isnan(val_acc) and math.isnan(test_acc))
+    if not (math.isnan(val_acc) and math.isnan(test_acc)):
+        status = "completed"
+    else:
+        status = "interrupted" if record.get("status") == "interrupted" else "failed"
     wall = scalars.wall_time.max() - scalars.wall_time.min() if len(scalars) else math.nan
     return {
-        "status": "ok" if ok else "failed",
+        "status": status,
         "val_acc": val_acc,
         "val_loss": val_loss,
         "test_acc": test_acc,
@@ -110,11 +124,15 @@ def summarize(sweep_dir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     for job in jobs:
         row: dict[str, object] = {"job": job.name}
         row.update({k: overrides[job].get(k, "") for k in varying})
-        row.update(job_metrics(read_scalars(job)))
+        record = read_record(job)
+        row.update(job_metrics(read_scalars(job), record))
+        row["error"] = str(record.get("error") or "") if row["status"] != "completed" else ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    # Best validation accuracy first; failed jobs (no metrics) last; ties keep the job order.
-    table["_failed"] = table.status != "ok"
+    if not table.error.any():
+        table = table.drop(columns="error")
+    # Best validation accuracy first; jobs without final metrics last; ties keep the job order.
+    table["_failed"] = table.status != "completed"
     table = table.sort_values(["_failed", "val_acc"], ascending=[True, False], na_position="last",
                               kind="stable").drop(columns="_failed")  # fmt: skip
     return table.reset_index(drop=True), shared
@@ -128,6 +146,8 @@ def to_markdown(table: pd.DataFrame, shared: dict[str, str], title: str) -> str:
             return ""
         if column in METRIC_COLUMNS:
             return f"{value:.4f}"
+        if column == "error" and len(str(value)) > 80:
+            value = str(value)[:77] + "..."
         return str(value).replace("|", "\\|")
 
     lines = [f"# {title}", ""]

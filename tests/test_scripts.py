@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from tests.conftest import FAST, ROOT, run_main
@@ -26,7 +27,7 @@ plot_curves = load_script("plot_curves")
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """Two finished jobs, one that failed before training (2), and one killed mid-training (9)."""
+    """Two finished jobs (0, 1), one refused before training (2), three stopped mid-training."""
     root = tmp_path_factory.mktemp("sweep")
     # hidden_units=[0] is refused when the last job builds its model: Hydra stops the sweep there
     # (or goes on, with a launcher that tolerates failures); either way its folder remains.
@@ -35,13 +36,19 @@ def sweep(tmp_path_factory) -> Path:
                  "model.hidden_units=[16],[32,16],[0]", "hydra.sweep.dir=" + str(root / "sweep"),
                  monkeypatch=monkeypatch)  # fmt: skip
     sweep = root / "sweep"
-    killed = sweep / "9"  # as a job killed after 4 steps leaves it: curves, no final metrics
-    (killed / ".hydra").mkdir(parents=True)
+    # As jobs leave their folders when they stop before the end (curves up to step 4, no final
+    # metrics): 7 diverged (its run.yaml says why), 8 stopped on SIGTERM, 9 was killed (SIGKILL
+    # leaves its run.yaml saying "running").
     overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
-    (killed / ".hydra" / "overrides.yaml").write_text(overrides.replace("=[16]", "=[64]"))
-    with SummaryWriter(str(killed)) as writer:
-        for step in range(1, 5):
-            writer.add_scalar("train/loss", 2.0 / step, step)
+    records = {"7": {"status": "failed", "error": "the loss became NaN or infinite at step 4"},
+               "8": {"status": "interrupted"}, "9": {"status": "running"}}  # fmt: skip
+    for job, record in records.items():
+        (sweep / job / ".hydra").mkdir(parents=True)
+        (sweep / job / ".hydra" / "overrides.yaml").write_text(overrides.replace("=[16]", "=[64]"))
+        (sweep / job / "run.yaml").write_text(yaml.safe_dump(record))
+        with SummaryWriter(str(sweep / job)) as writer:
+            for step in range(1, 5):
+                writer.add_scalar("train/loss", 2.0 / step, step)
     return sweep
 
 
@@ -69,17 +76,21 @@ def test_summary_ranks_by_validation_never_by_test(tmp_path):
 def test_summary_lists_every_job_with_failed_ones_last(sweep):
     assert summarize.main([str(sweep)]) == 0
     table = pd.read_csv(sweep / "summary.csv", dtype={"job": str})
-    assert set(table.job) == {"0", "1", "2", "9"}
-    ok, failed = table[table.status == "ok"], table[table.status == "failed"]
+    assert list(table.job[2:]) == ["2", "7", "8", "9"]  # after the finished ones, in job order
+    ok, failed = table[table.status == "completed"], table[table.status != "completed"]
     assert set(ok.job) == {"0", "1"}
-    assert list(table.status) == ["ok"] * 2 + ["failed"] * 2
+    assert list(failed.status) == ["failed", "failed", "interrupted", "failed"]
+    errors = list(failed.error.fillna(""))
+    assert errors[1:] == ["the loss became NaN or infinite at step 4", "", ""]
+    assert "hidden_units" in errors[0] or not errors[0]  # as far as src.train records refusals
     assert list(ok.val_acc) == sorted(ok.val_acc, reverse=True)
     assert ok[["val_acc", "val_loss", "test_acc", "test_loss"]].notna().all().all()
-    assert failed.test_acc.isna().all() and int(failed.set_index("job").steps["9"]) == 4
+    assert failed.test_acc.isna().all() and list(failed.steps) == [0, 4, 4, 4]
     assert "model.hidden_units" in table.columns and "data" not in table.columns
 
     markdown = (sweep / "summary.md").read_text()
-    assert markdown.count("| failed |") == 2 and "`data=fake`" in markdown
+    assert markdown.count("| failed |") == 3 and markdown.count("| interrupted |") == 1
+    assert "`data=fake`" in markdown and "NaN or infinite" in markdown
 
 
 def test_summary_of_a_folder_without_jobs_is_an_error(tmp_path, capsys):
