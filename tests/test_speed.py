@@ -174,3 +174,73 @@ def test_step_timer_and_clock_time_a_real_fit(tmp_path: Path):
     assert timer.peak_mib > 0
     assert len(clock.starts) == 5 and clock.end >= clock.starts[-1]
     assert len(timer.eval_seconds) == len(clock.validations) == 1  # every 3 steps (FAST)
+
+
+# The entry point's precision and compile options (src/train.py's build checks them with the
+# helpers above; these tests run once that check and the `compile` key are in place).
+needs_build_checks = pytest.mark.skipif(
+    "compile:" not in (Path(__file__).parents[1] / "conf" / "train.yaml").read_text(),
+    reason="conf/train.yaml has no `compile` option yet (build() does not check speed options)",
+)
+
+
+@needs_build_checks
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.precision=16-mixed"], "needs a CUDA GPU"),
+        (["model=mlp_numpy", "trainer.precision=bf16-mixed"], "NumPy"),
+        (["model=mlp_numpy", "compile=true"], "NumPy model is not a torch module"),
+    ],
+)
+def test_the_entry_point_refuses_what_the_device_cannot_do(
+    tmp_path, monkeypatch, capsys, overrides, message
+):
+    from tests.conftest import run_main
+
+    args = ["data=fake", "trainer.accelerator=cpu", f"paths.output_root={tmp_path}", *overrides]
+    with pytest.raises(SystemExit) as exit_:
+        run_main(*args, monkeypatch=monkeypatch)
+    assert exit_.value.code == 1
+    stderr = capsys.readouterr().err
+    assert message in stderr and "Traceback" not in stderr
+    assert not list(tmp_path.rglob("events.out.*"))
+
+
+@needs_build_checks
+def test_compile_without_a_compiler_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    from tests.conftest import run_main
+
+    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit):
+        run_main("data=fake", "compile=true", "trainer.accelerator=cpu",
+                 f"paths.output_root={tmp_path}", monkeypatch=monkeypatch)  # fmt: skip
+    assert "C++ compiler" in capsys.readouterr().err
+
+
+@needs_build_checks
+def test_bf16_mixed_trains_on_cpu(tmp_path: Path):
+    from src.train import build
+
+    cfg = compose_cfg(*FAST, "trainer.precision=bf16-mixed", output_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")
+    run = build(cfg)
+    run.trainer.fit(run.classifier, datamodule=run.datamodule)
+    assert run.trainer.global_step == 6 and run.trainer.precision == "bf16-mixed"
+
+
+@needs_build_checks
+@pytest.mark.slow  # Inductor compiles C++ for the CPU: tens of seconds
+def test_compile_keeps_checkpoint_names_and_trains(tmp_path: Path):
+    from src.train import build
+
+    cfg = compose_cfg(*FAST, "compile=true", "trainer.max_steps=3", output_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")
+    run = build(cfg)
+    names = set(run.classifier.state_dict())
+    run.trainer.fit(run.classifier, datamodule=run.datamodule)
+    assert run.trainer.global_step == 3
+    assert set(run.classifier.state_dict()) == names  # no "_orig_mod." in checkpoints
+    assert not any("_orig_mod" in name for name in names)
