@@ -21,10 +21,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import nn
 
 from src import runs
 from src.data import DataError
 from src.lit.callbacks import NonFiniteLossError
+from src.lit.speed import check_compile, check_precision, training_device
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,18 @@ def build(cfg: DictConfig, purge_step: int | None = None) -> Run:
     datamodule = _instantiate(cfg.data, "data")
     datamodule.prepare_data()
     net = _instantiate(cfg.model, "model")
+    # What the device cannot do is refused now, in a sentence (Lightning would quietly swap
+    # 16-mixed for bf16-mixed on a CPU, and torch.compile would fail at the first step).
+    compile_net = bool(cfg.get("compile", False))
+    device, numpy_model = training_device(cfg.trainer.accelerator), not isinstance(net, nn.Module)
+    try:
+        check_precision(cfg.trainer.precision, device, numpy_model)
+        if compile_net:
+            check_compile(device, numpy_model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if compile_net:
+        net.compile()  # in place: parameter names, and so checkpoints, stay those of the model
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     try:  # an optimizer's own checks (e.g. a negative lr) run on construction: fail now, not later
         optimizer(net.parameters())

@@ -71,7 +71,8 @@ class TensorBatches:
                 x, y = self.x[lo:hi], self.y[lo:hi]  # views: no copy
             else:
                 idx = order[lo:hi]
-                x, y = self.x[idx], self.y[idx]
+                # One gather each: index_select is about twice as fast as x[idx] on a CPU.
+                x, y = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if self.transform is not None:
                 x = self.transform(x)
             self._read = b + 1

@@ -90,25 +90,29 @@ class InMemoryDataModule(pl.LightningDataModule):
         val_idx, train_idx = order[: self.val_size].to(train_x.device), order[self.val_size :]
         train_idx = train_idx.to(train_x.device)
         raw = {
-            "train": (train_x[train_idx], train_y[train_idx]),
-            "val": (train_x[val_idx], train_y[val_idx]),
+            "train": (train_x.index_select(0, train_idx), train_y.index_select(0, train_idx)),
+            "val": (train_x.index_select(0, val_idx), train_y.index_select(0, val_idx)),
             "test": (test_x, test_y),
         }
-        normalize = self._fit_normalization(raw["train"][0])
-        self.splits = {name: (normalize(x), y) for name, (x, y) in raw.items() if len(y)}
+        # One float copy of each split, normalised in place: no full-size temporaries.
+        self.splits = {name: (x.float(), y) for name, (x, y) in raw.items() if len(y)}
+        self._normalize_([x for x, _ in self.splits.values()], self.splits["train"][0])
 
-    def _fit_normalization(self, train_x: Tensor):
-        """Statistics from the training split only; returns uint8 images -> float32 images."""
+    def _normalize_(self, splits: list[Tensor], train_x: Tensor) -> None:
+        """Normalise float32 images in place, with statistics of the training split alone."""
         if self.normalize == "mean_image":
             # The assignment's preprocessing: subtract the mean image, keep the 0..255 scale.
-            mean = train_x.float().mean(dim=0)
-            return lambda x: x.float() - mean
+            mean = train_x.mean(dim=0)
+            for x in splits:
+                x.sub_(mean)
+            return
+        for x in splits:
+            x.div_(255)
         if self.normalize == "standardize":
-            scaled = train_x.float() / 255
-            mean = scaled.mean(dim=(0, 2, 3), keepdim=True)
-            std = scaled.std(dim=(0, 2, 3), keepdim=True)
-            return lambda x: (x.float() / 255 - mean) / std
-        return lambda x: x.float() / 255
+            mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+            std = train_x.std(dim=(0, 2, 3), keepdim=True)
+            for x in splits:
+                x.sub_(mean).div_(std)
 
     def _batches(self, split: str, batch_size: int, train: bool = False) -> TensorBatches:
         x, y = self.splits[split]

@@ -51,17 +51,18 @@ class StopOnNonFiniteLoss(pl.Callback):
 
     def __init__(self, check_every: int = 10):
         self.check_every = check_every
-        self._first_bad: torch.Tensor | None = None  # step of the first non-finite loss, or -1
+        # The losses since the last check, on the device (a detach per step, no other op), and
+        # the step of the first of them.
+        self._losses: list[torch.Tensor] = []
+        self._first_step = 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, *_: Any) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        loss = torch.as_tensor(loss).detach()
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
-        first_bad_here = ~torch.isfinite(loss) & (self._first_bad < 0)
-        self._first_bad = torch.where(first_bad_here, trainer.global_step, self._first_bad)
+        if not self._losses:
+            self._first_step = trainer.global_step
+        self._losses.append(torch.as_tensor(loss).detach())
         if trainer.global_step % self.check_every == 0:
             self._check()
 
@@ -69,7 +70,12 @@ class StopOnNonFiniteLoss(pl.Callback):
         self._check()
 
     def _check(self) -> None:
-        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
+        if not self._losses:
+            return
+        finite = torch.isfinite(torch.stack(self._losses))
+        self._losses, first = [], self._first_step
+        if not bool(finite.all()):
+            step = first + int((~finite).nonzero()[0])
             raise NonFiniteLossError(
                 f"the training loss became NaN or infinite at step {step}: the run stopped there, "
                 "and its last checkpoint is the last good state (try a smaller learning rate)"
