@@ -26,8 +26,10 @@ from torch.utils.tensorboard.summary import hparams
 RECORD = "run.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Config groups: choosing another option is a different run, not a continuation of this one.
-GROUPS = {"data", "model", "optimizer", "trainer", "logger", "callbacks", "paths", "experiment"}
-GROUPS |= {"hparams_search", "hydra"}
+GROUPS = frozenset(
+    ("data", "model", "optimizer", "trainer", "logger", "callbacks", "paths", "experiment",
+     "hparams_search", "hydra")
+)  # fmt: skip
 
 
 # `resume=DIR` runs in DIR again and leaves DIR/.hydra as its first start wrote it

@@ -153,12 +153,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(run.classifier, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
 
     metrics = {}
-    checkpoint = trainer.checkpoint_callback
-    if cfg.monitor is not None and checkpoint.best_model_score is not None:
-        metrics[f"best_{cfg.monitor}"] = float(checkpoint.best_model_score)
+    best = trainer.checkpoint_callback  # the first ModelCheckpoint: best by the monitored metric
+    if cfg.monitor is not None and best.best_model_score is not None:
+        metrics[f"best_{cfg.monitor}"] = float(best.best_model_score)
         trainer.logger.log_metrics(metrics, step=trainer.global_step)
     if cfg.test:  # the selected checkpoint: best on validation, else the last
-        selected = checkpoint.best_model_path if metrics else None
+        selected = best.best_model_path if metrics else None
         trainer.test(run.classifier, datamodule=run.datamodule, ckpt_path=selected, verbose=False)
         final = trainer.callback_metrics
         metrics.update({k: float(v) for k, v in final.items() if k.startswith("final_test/")})

@@ -44,6 +44,7 @@ class TensorBatches:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0  # epochs started so far
         self._resume_at = 0  # batches of the current epoch already consumed (set by a resume)
+        self._read = 0  # batches of the epoch being read that were handed out
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -84,7 +85,7 @@ class TensorBatches:
         Lightning reads no batch ahead from an iterable that has a length, so "read" is "trained on"
         when it saves a checkpoint between steps.
         """
-        return {"epoch": max(self.epoch - 1, 0), "batches": getattr(self, "_read", 0)}
+        return {"epoch": max(self.epoch - 1, 0), "batches": self._read}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from ``state``: the next ``iter`` resumes that epoch after its used batches."""
