@@ -65,6 +65,7 @@ def test_state_dict_restores_the_draws():
     assert torch.equal(aug(x), expected)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_same_result_on_the_gpu():
     x = images(64)
