@@ -3,7 +3,8 @@
 The global batch is ``data.batch_size`` however many processes train: each process must train on
 its own half of every global batch and evaluate its own half of each evaluation split, and the
 result must be the one process's. Batch norm statistics are per process unless
-``trainer.sync_batchnorm=true`` (the default of conf/trainer/ddp.yaml is false).
+``trainer.sync_batchnorm=true`` (the default of conf/trainer/ddp.yaml is false), which PyTorch's
+``SyncBatchNorm`` supports on GPUs only.
 """
 
 import json
@@ -11,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from src.train import train
@@ -39,6 +41,12 @@ def run_ddp(args: list[str], run_dir: Path, cwd: Path) -> dict[str, float]:
     record = OmegaConf.to_container(OmegaConf.load(run_dir / "run.yaml"))
     assert record["status"] == "completed"
     return record["metrics"]
+
+
+def running_means(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The batch norm layers' running means in a run's last checkpoint."""
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # our own file
+    return {k: v for k, v in state["state_dict"].items() if k.endswith("running_mean")}
 
 
 def assert_same_metrics(got: dict[str, float], expected: dict[str, float]) -> None:
@@ -71,11 +79,30 @@ def test_two_processes_split_every_batch_and_match_one_process(fast_overrides, t
         assert all(share.total() < len(one[split]) for share in shares), split
 
 
-def test_batch_norm_statistics_are_per_process_unless_synchronised(fast_overrides, tmp_path):
+def test_batch_norm_statistics_are_per_process_by_default(fast_overrides, tmp_path):
     args = [*fast_overrides, "trainer.max_steps=4", "trainer.val_check_interval=4",
             "data.batch_size=50", "model.norm=torch"]  # fmt: skip
-    single = train(compose_cfg(*args, output_dir=tmp_path / "single"))
-    synced = run_ddp([*args, "trainer.sync_batchnorm=true"], tmp_path / "synced", cwd=tmp_path)
+    train(compose_cfg(*args, output_dir=tmp_path / "single"))
+    run_ddp(args, tmp_path / "apart", cwd=tmp_path)
+    # The running mean averages the batch means the layer normalised with: over 50 images in one
+    # process, over its own 25 in each of two (rank 0's are saved).
+    one, two = (running_means(tmp_path / run) for run in ("single", "apart"))
+    assert one.keys() == two.keys() and len(one) == 1
+    for name, mean in one.items():
+        assert mean.abs().max() > 0.01  # the layer has seen batches
+        assert not torch.allclose(two[name], mean, rtol=0.05, atol=0), name
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm needs two or more GPUs")
+def test_synchronised_batch_norm_matches_one_process(fast_overrides, tmp_path):
+    args = [*fast_overrides, "trainer.max_steps=4", "trainer.val_check_interval=4",
+            "data.batch_size=50", "model.norm=torch", "trainer.accelerator=gpu"]  # fmt: skip
+    single = train(compose_cfg(*args, "trainer.devices=1", output_dir=tmp_path / "single"))
+    done = run_cli(*args, "trainer=ddp", "trainer.devices=2", "trainer.sync_batchnorm=true",
+                   f"hydra.run.dir={tmp_path / 'synced'}", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    synced = OmegaConf.to_container(OmegaConf.load(tmp_path / "synced" / "run.yaml"))["metrics"]
     assert_same_metrics(synced, single)  # statistics over the global batch, as in one process
-    apart = run_ddp(args, tmp_path / "apart", cwd=tmp_path)  # the default: each its own half
-    assert apart["final_test/loss"] != pytest.approx(single["final_test/loss"], rel=1e-4)
+    one, two = (running_means(tmp_path / run) for run in ("single", "synced"))
+    for name, mean in one.items():
+        torch.testing.assert_close(two[name], mean, rtol=1e-4, atol=1e-5)
