@@ -30,10 +30,14 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 def check_hidden_units(hidden_units: object) -> list[int]:
-    """``hidden_units`` as a list of positive ints (empty: no hidden layer), else a ValueError."""
+    """``hidden_units`` as a list of positive ints (empty: no hidden layer), else a ValueError.
+
+    A list, a tuple or a 1-D array: an ordered sequence, so a set (no order) or a string is not.
+    """
+    ordered = isinstance(hidden_units, Sequence) or getattr(hidden_units, "ndim", None) == 1
     if (
-        isinstance(hidden_units, str)
-        or not isinstance(hidden_units, Sequence)
+        isinstance(hidden_units, str | bytes)
+        or not ordered
         or not all(is_integer(h) and h > 0 for h in hidden_units)
     ):
         raise ValueError(f"hidden_units must be a list of positive integers, got {hidden_units!r}")

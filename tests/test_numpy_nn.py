@@ -295,6 +295,8 @@ def test_sgd_step_updates_every_parameter_in_place():
         lambda: LeakyReLUModule(False),
         lambda: LeakyReLUModule(np.float64("nan")),
         lambda: NumpyMLP(hidden_units=[np.bool_(True)]),
+        lambda: NumpyMLP(hidden_units={5, 3}),
+        lambda: NumpyMLP(hidden_units=np.array([[5, 3]])),
         lambda: NumpyMLP(n_inputs=12).forward(np.zeros((2, 13))),
     ],
 )
@@ -317,6 +319,7 @@ def test_numpy_scalars_are_accepted_as_sizes_and_rates():
     assert LeakyReLUModule(np.float32(0.5)).forward(np.array([-2.0]))[0] == -1.0
     net = NumpyMLP(np.int64(12), [np.int32(5), np.uint8(3)], np.int64(4), np.float32(0.1), seed=0)
     assert net.hidden_units == [5, 3] and all(type(h) is int for h in net.hidden_units)
+    assert NumpyMLP(12, np.array([5, 3]), 4).hidden_units == [5, 3]
     assert net.forward(np.zeros((2, 12))).shape == (2, 4)
     assert SGD(net.parameters(), lr=np.float32(0.5)).lr == 0.5
 
