@@ -2,7 +2,8 @@
 
     python scripts/benchmark_numpy_mlp.py [--batch 200] [--steps 20] [--repeats 7] [--dtype ...]
 
-A step is what training does per batch: forward, mean cross-entropy, backward, plain SGD update.
+A step is what training does per batch: forward, mean cross-entropy, backward, plain SGD update
+(``src.numpy_nn.train_step`` for NumPy).
 Both networks start from the same weights and see the same random batch (CIFAR-10 shaped). Each
 repetition times ``--steps`` NumPy steps, then as many PyTorch steps, so that both see the same load
 on a shared machine; the table shows the median over repetitions, in milliseconds per step.
@@ -26,19 +27,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-from src.models import MLP as TorchMLP  # noqa: E402
-from src.numpy_nn import MLP, SGD, CrossEntropyModule, one_hot  # noqa: E402
-from src.numpy_nn import softmax_cross_entropy_backward as fused_backward  # noqa: E402
+from src.models import MLP  # noqa: E402
+from src.numpy_nn import SGD, NumpyMLP, train_step  # noqa: E402
 
 SIZES = ([100], [512, 512, 256])
-
-
-def numpy_step(net: MLP, optimizer: SGD, x: np.ndarray, targets: np.ndarray) -> float:
-    probs = net.forward(x)
-    loss = CrossEntropyModule().forward(probs, targets)
-    net.backward_from_logits(fused_backward(probs, targets), input_grad=False)  # as in training
-    optimizer.step()
-    return loss
 
 
 def torch_step(net: nn.Module, optimizer: torch.optim.Optimizer, x, y) -> float:
@@ -61,10 +53,10 @@ def benchmark(hidden: list[int], batch: int, dtype: str, steps: int, repeats: in
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((batch, 3, 32, 32)) * 60).astype(dtype)  # the mean-image scale
     labels = rng.integers(10, size=batch)
-    net = MLP(3072, hidden, 10, 0.02, dtype=dtype, seed=0)
-    optimizer, targets = SGD(net.parameters(), lr=2e-3), one_hot(labels, 10, dtype)
+    net = NumpyMLP(3072, hidden, 10, 0.02, dtype=dtype, seed=0)
+    optimizer = SGD(net.parameters(), lr=2e-3)
 
-    reference = TorchMLP(3072, hidden, 10, neg_slope=0.02).to(getattr(torch, dtype))
+    reference = MLP(3072, hidden, 10, neg_slope=0.02).to(getattr(torch, dtype))
     linears = [m for m in reference.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():  # the same starting weights
         for layer, linear in zip(net.parameters(), linears, strict=True):
@@ -74,7 +66,7 @@ def benchmark(hidden: list[int], batch: int, dtype: str, steps: int, repeats: in
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(labels)
 
     def numpy_run():
-        return numpy_step(net, optimizer, x, targets)
+        return train_step(net, optimizer, x, labels)  # the step that training runs
 
     def torch_run():
         return torch_step(reference, torch_opt, x_t, y_t)

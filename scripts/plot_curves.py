@@ -22,6 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+
+from src.scalars import read_scalars  # noqa: E402
+
 SPLITS = ("train", "val", "test")
 STYLES = {"train": ":", "val": "--", "test": "-"}
 METRICS = (("loss", "cross-entropy loss"), ("acc", "accuracy"))
@@ -34,27 +38,19 @@ class PlainLogFormatter(LogFormatter):
         return f"{x:g}" if super().__call__(x, pos) else ""
 
 
-def read_curves(run_dir: Path) -> pd.DataFrame:
-    """The run's scalars (tag, step, value) from the event files in its folder (not subfolders)."""
-    from tbparse import SummaryReader
-
-    if not any(run_dir.glob("events.out.tfevents.*")):
-        raise FileNotFoundError(f"{run_dir}: no TensorBoard event files")
-    return SummaryReader(str(run_dir)).scalars
-
-
-def curve(scalars: pd.DataFrame, split: str, metric: str, smooth: int = 1) -> pd.Series | None:
-    """One curve as a Series of values indexed by step, or None if the run did not log it."""
-    rows = scalars[scalars.tag == f"{split}/{metric}"]
-    if rows.empty:
+def curve(scalars: dict[str, dict[int, float]], split: str, metric: str, smooth: int = 1):
+    """One curve of ``read_scalars``'s result as a Series of values indexed by step, or None if
+    the run did not log it."""
+    points = scalars.get(f"{split}/{metric}")
+    if not points:
         return None
-    series = rows.groupby("step").value.last()  # a resumed run may log a step twice: keep the last
+    series = pd.Series(points)
     if split == "train" and smooth > 1:
         series = series.rolling(smooth, min_periods=1).mean()
     return series
 
 
-def plot(runs: dict[str, pd.DataFrame], splits, smooth: int, title: str | None = None):
+def plot(runs: dict[str, dict], splits, smooth: int, title: str | None = None):
     """A figure with a loss and an accuracy panel holding every run's curves of ``splits``."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -100,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, dirs = {}, {}
     for label, run_dir in zip(labels, args.run_dirs, strict=True):
         try:
-            runs[label], dirs[label] = read_curves(run_dir), run_dir
+            runs[label], dirs[label] = read_scalars(run_dir), run_dir
         except FileNotFoundError as e:
             print(f"skipped: {e}", file=sys.stderr)  # one missing run must not lose the others
     if not runs:

@@ -4,15 +4,16 @@
     python scripts/summarize.py SWEEP_DIR --out results/mlp_sweep   # results/mlp_sweep.{md,csv}
 
 A job is a folder of the sweep with a ``.hydra/`` folder (Hydra's record of its config and
-overrides); a single run's folder works too. Its metrics come from its TensorBoard events:
-``best_val/acc`` (the validation accuracy of the checkpoint that was tested, with ``val/loss`` at
-that step) and ``final_test/acc``, ``final_test/loss`` (that checkpoint on the test set).
+overrides); a single run's folder works too. Its status and final metrics are what its
+``run.yaml`` recorded (``src/runs.py``): ``best_val/acc`` (the validation accuracy of the checkpoint
+that was tested) and ``final_test/acc``, ``final_test/loss`` (that checkpoint on the test set). Its
+TensorBoard curves add ``val/loss`` at the tested checkpoint's step and the last step logged.
 
 Jobs are ranked by validation accuracy, never by test accuracy: the test set only reports. A job
-without final metrics is listed at the bottom with the last step it logged, so a broken job is seen
-rather than silently dropped: ``interrupted`` if its ``run.yaml`` says it stopped cleanly (and can
-be resumed), else ``failed`` (it crashed, was refused, was killed, or is still running), with the
-error its ``run.yaml`` recorded, if any.
+that did not complete is listed at the bottom with the last step it logged, so a broken job is seen
+rather than silently dropped, with the status its ``run.yaml`` recorded: ``interrupted`` (stopped
+cleanly, can be resumed), ``failed`` (with its error) or ``running`` (still running, or killed
+before it could say so); ``unknown`` if it has no ``run.yaml``.
 
 Writes ``summary.md`` and ``summary.csv`` into the sweep folder (or ``--out PREFIX``) and prints
 the Markdown table.
@@ -22,10 +23,15 @@ import argparse
 import logging
 import math
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+
+from src.scalars import read_scalars  # noqa: E402
 
 METRIC_COLUMNS = ["val_acc", "val_loss", "test_acc", "test_loss"]
 
@@ -57,53 +63,47 @@ def read_record(job_dir: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def read_scalars(job_dir: Path) -> pd.DataFrame:
-    """Every scalar of the job's TensorBoard events (tag, step, value, wall_time); empty if none.
-
-    Only the job's own folder is read, not its subfolders, so a sweep folder's other jobs never mix
-    in. tbparse is imported here so that ``--help`` works without it.
-    """
-    from tbparse import SummaryReader
-
-    if not any(job_dir.glob("events.out.tfevents.*")):
-        return pd.DataFrame(columns=["tag", "step", "value", "wall_time"])
+def read_curves(job_dir: Path) -> dict[str, dict[int, float]]:
+    """The job's logged scalars (``src.scalars.read_scalars``); empty if it logged none."""
     try:
-        reader = SummaryReader(str(job_dir), extra_columns={"wall_time"})
-        scalars = reader.scalars
+        return read_scalars(job_dir)
+    except FileNotFoundError:
+        return {}
     except Exception as e:  # a truncated event file (a killed job) must not stop the summary
         logging.warning(f"{job_dir}: unreadable events ({type(e).__name__}: {e})")
-        return pd.DataFrame(columns=["tag", "step", "value", "wall_time"])
-    return scalars if len(scalars) else pd.DataFrame(columns=["tag", "step", "value", "wall_time"])
+        return {}
 
 
-def last(scalars: pd.DataFrame, tag: str) -> float:
-    rows = scalars[scalars.tag == tag]
-    return float(rows.sort_values("step").value.iloc[-1]) if len(rows) else math.nan
+def val_loss_at(curves: dict[str, dict[int, float]], val_acc: float) -> float:
+    """``val/loss`` at the first validation that reached ``val_acc`` (the tested checkpoint's)."""
+    for step, acc in curves.get("val/acc", {}).items():
+        if math.isclose(acc, val_acc, rel_tol=1e-6):  # float32 in the events, float in run.yaml
+            return curves.get("val/loss", {}).get(step, math.nan)
+    return math.nan
 
 
-def job_metrics(scalars: pd.DataFrame, record: dict) -> dict[str, object]:
-    """The status, final metrics, last step and wall time of one job."""
-    val_acc, test_acc = last(scalars, "best_val/acc"), last(scalars, "final_test/acc")
-    val_loss = math.nan
-    if not math.isnan(val_acc):  # val/loss where the tested checkpoint was taken
-        at_best = scalars[(scalars.tag == "val/acc") & (scalars.value == val_acc)]
-        if len(at_best):
-            step = at_best.step.iloc[0]
-            match = scalars[(scalars.tag == "val/loss") & (scalars.step == step)]
-            val_loss = float(match.value.iloc[0]) if len(match) else math.nan
-    if not (math.isnan(val_acc) and math.isnan(test_acc)):
-        status = "completed"
-    else:
-        status = "interrupted" if record.get("status") == "interrupted" else "failed"
-    wall = scalars.wall_time.max() - scalars.wall_time.min() if len(scalars) else math.nan
+def minutes_between(start: object, end: object) -> float:
+    """Minutes from one ISO timestamp of ``run.yaml`` to another; NaN if either is missing."""
+    try:
+        elapsed = datetime.fromisoformat(str(end)) - datetime.fromisoformat(str(start))
+    except ValueError:
+        return math.nan
+    return round(elapsed.total_seconds() / 60, 1)
+
+
+def job_metrics(record: dict, curves: dict[str, dict[int, float]]) -> dict[str, object]:
+    """One job's row: status and final metrics as its ``run.yaml`` recorded them; from its curves,
+    the validation loss of the tested checkpoint and the last step it logged."""
+    metrics = record.get("metrics") or {}
+    val_acc = float(metrics.get("best_val/acc", math.nan))
     return {
-        "status": status,
+        "status": record.get("status", "unknown"),
         "val_acc": val_acc,
-        "val_loss": val_loss,
-        "test_acc": test_acc,
-        "test_loss": last(scalars, "final_test/loss"),
-        "steps": int(scalars.step.max()) if len(scalars) else 0,
-        "wall_min": round(wall / 60, 1) if not math.isnan(wall) else math.nan,
+        "val_loss": val_loss_at(curves, val_acc),
+        "test_acc": float(metrics.get("final_test/acc", math.nan)),
+        "test_loss": float(metrics.get("final_test/loss", math.nan)),
+        "steps": max((max(points) for points in curves.values() if points), default=0),
+        "wall_min": minutes_between(record.get("started"), record.get("finished")),
     }
 
 
@@ -125,7 +125,7 @@ def summarize(sweep_dir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
         row: dict[str, object] = {"job": job.name}
         row.update({k: overrides[job].get(k, "") for k in varying})
         record = read_record(job)
-        row.update(job_metrics(read_scalars(job), record))
+        row.update(job_metrics(record, read_curves(job)))
         row["error"] = str(record.get("error") or "") if row["status"] != "completed" else ""
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -205,6 +206,17 @@ def test_make_norm_none_and_unknown_names():
     for build in (lambda: MLP(hidden_units=[], norm="BN"), lambda: ConvNet(norm="BN")):
         with pytest.raises(ValueError, match="norm must be one of"):
             build()
+
+
+@pytest.mark.parametrize("module", [CustomBatchNormAutograd, CustomBatchNormManualModule])
+def test_sizes_and_rates_may_be_numpy_scalars_but_not_bools(module):
+    layer = module(np.int64(6), eps=np.float32(1e-3), momentum=np.float64(0.5))
+    assert layer.n_neurons == 6 and type(layer.n_neurons) is int and layer.momentum == 0.5
+    assert layer(torch.randn(4, 6)).shape == (4, 6)
+    for bad in ({"n_neurons": True}, {"n_neurons": 6.0}, {"n_neurons": 6, "momentum": True},
+                {"n_neurons": 6, "momentum": 1.5}, {"n_neurons": 6, "eps": 0}):  # fmt: skip
+        with pytest.raises(ValueError):
+            module(**bad)
 
 
 # A couple of steps of the real entry point on small fake data, for each model and norm.

@@ -33,6 +33,19 @@ def test_a_model_brings_its_assignment_defaults():
     assert convnet.trainer.val_check_interval == 500
 
 
+@pytest.mark.parametrize("model", ["mlp", "mlp_numpy", "convnet"])
+def test_the_class_count_comes_from_the_data_config(model):
+    cfg = compose_cfg(f"model={model}", "data=fake", "data.num_classes=4")
+    assert cfg.model.n_classes == cfg.classifier.num_classes == 4
+    assert compose_cfg(f"model={model}").model.n_classes == 10  # CIFAR-10
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp_numpy"])
+def test_one_key_sets_the_hidden_sizes_of_both_mlps(model):
+    cfg = compose_cfg(f"model={model}", "model.hidden_units=[64,32]")
+    assert list(cfg.model.hidden_units) == [64, 32]
+
+
 def test_command_line_overrides_win_over_model_defaults():
     cfg = compose_cfg("model=convnet", "optimizer=sgd", "optimizer.lr=0.5", "data.batch_size=7")
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.5

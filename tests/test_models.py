@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -37,12 +38,62 @@ def test_mlp_rejects_bad_arguments(kwargs):
         MLP(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MLP(n_inputs=True),
+        lambda: MLP(hidden_units=[True]),
+        lambda: MLP(n_classes=True),
+        lambda: MLP(neg_slope=True),
+        lambda: MLP(dropout=False),
+        lambda: MLP(neg_slope=float("nan")),
+        lambda: ConvNet(n_channels=True),
+        lambda: ConvNet(n_classes=2.0),
+        lambda: ConvNet(norm="batch"),
+    ],
+)
+def test_models_refuse_bools_and_non_integer_sizes(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_models_accept_numpy_scalars():
+    # Callers write np.prod(x.shape[1:]) and read sizes from arrays: NumPy numbers are numbers.
+    mlp = MLP(
+        n_inputs=np.prod((3, 32, 32)),
+        hidden_units=[np.int64(20), np.int32(10)],
+        n_classes=np.int64(10),
+        neg_slope=np.float32(0.1),
+        dropout=np.float64(0.2),
+    )
+    linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(3072, 20), (20, 10), (10, 10)]
+    assert all(type(m.in_features) is int for m in linears)
+    slopes = [m.negative_slope for m in mlp.modules() if isinstance(m, nn.LeakyReLU)]
+    assert slopes == [pytest.approx(0.1)] * 2
+    assert mlp(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    net = ConvNet(n_channels=np.int64(3), n_classes=np.int16(7), norm="none")
+    assert net(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+
+
+def test_torch_leaky_relu_takes_the_slope_at_exactly_zero():
+    # docs/derivations.md, eq. 1.3: f'(0) = a. The PyTorch MLP must agree with the NumPy one here.
+    net = MLP(n_inputs=3, hidden_units=[3], n_classes=3, neg_slope=0.25)
+    activation = next(m for m in net.modules() if isinstance(m, nn.LeakyReLU))
+    x = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    out = activation(x)
+    out.sum().backward()
+    assert out.tolist() == [-0.25, 0.0, 2.0]
+    assert x.grad.tolist() == [0.25, 0.25, 1.0]
+
+
 def test_convnet_follows_the_assignment_table():
+    # The names of the assignment's Table 1, so a reader can hold the two side by side.
     net = ConvNet()
     names = list(net.features._modules)
     assert names == [
-        "conv1", "maxpool1", "conv2", "maxpool2", "conv3_a", "conv3_b", "maxpool3",
-        "conv4_a", "conv4_b", "maxpool4", "conv5_a", "conv5_b", "maxpool5",
+        "conv0", "maxpool1", "conv1", "maxpool2", "conv2_a", "conv2_b", "maxpool3",
+        "conv3_a", "conv3_b", "maxpool4", "conv4_a", "conv4_b", "maxpool5",
     ]  # fmt: skip
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [
@@ -58,7 +109,7 @@ def test_convnet_follows_the_assignment_table():
     pools = [m for m in net.modules() if isinstance(m, nn.MaxPool2d)]
     assert len(pools) == 5
     assert all((p.kernel_size, p.stride, p.padding) == (3, 2, 1) for p in pools)
-    assert (net.classifier.in_features, net.classifier.out_features) == (512, 10)
+    assert (net.linear.in_features, net.linear.out_features) == (512, 10)
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 

@@ -4,6 +4,9 @@ Gradient checks run in float64 and compare whole arrays by relative error
 ``|analytic - numeric| / (|analytic| + |numeric|)`` (Frobenius norms), which must stay below 1e-6.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -12,14 +15,15 @@ from torch import nn
 
 from src.models import MLP as TorchMLP
 from src.numpy_nn import (
-    MLP,
     SGD,
     CrossEntropyModule,
     LeakyReLUModule,
     LinearModule,
+    NumpyMLP,
     SoftMaxModule,
     one_hot,
     softmax_cross_entropy_backward,
+    train_step,
 )
 
 TOLERANCE = 1e-6
@@ -141,9 +145,9 @@ def test_fused_softmax_cross_entropy_gradient_equals_the_chain(batch, n_classes)
     np.testing.assert_allclose(fused, chained, rtol=1e-12, atol=1e-15)
 
 
-def random_mlp(n_hidden, n_inputs=12, n_classes=4, seed=0, dtype="float64") -> MLP:
+def random_mlp(hidden_units, n_inputs=12, n_classes=4, seed=0, dtype="float64") -> NumpyMLP:
     """A small MLP with O(1) weights, so every layer matters to the gradient check."""
-    net = MLP(n_inputs, n_hidden, n_classes, neg_slope=0.1, dtype=dtype, seed=seed)
+    net = NumpyMLP(n_inputs, hidden_units, n_classes, neg_slope=0.1, dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed + 1)
     for layer in net.parameters():
         for value in layer.params.values():
@@ -151,11 +155,11 @@ def random_mlp(n_hidden, n_inputs=12, n_classes=4, seed=0, dtype="float64") -> M
     return net
 
 
-@pytest.mark.parametrize("n_hidden", [[], [7], [6, 5]])
+@pytest.mark.parametrize("hidden_units", [[], [7], [6, 5]])
 @pytest.mark.parametrize("fused", [False, True])
-def test_mlp_backward_matches_finite_differences(n_hidden, fused):
-    rng = np.random.default_rng(len(n_hidden))
-    net, ce = random_mlp(n_hidden), CrossEntropyModule()
+def test_mlp_backward_matches_finite_differences(hidden_units, fused):
+    rng = np.random.default_rng(len(hidden_units))
+    net, ce = random_mlp(hidden_units), CrossEntropyModule()
     x = rng.standard_normal((5, 3, 2, 2))  # images are flattened: 12 inputs
     y = one_hot(rng.integers(4, size=5), 4)
 
@@ -189,10 +193,10 @@ def test_skipping_the_input_gradient_leaves_the_parameter_gradients():
 @pytest.mark.parametrize(
     "dtype, torch_dtype, tol", [("float64", torch.float64, 1e-10), ("float32", torch.float32, 2e-4)]
 )
-@pytest.mark.parametrize("n_hidden", [[], [20], [16, 8]])
-def test_mlp_matches_pytorch(n_hidden, dtype, torch_dtype, tol):
-    net = random_mlp(n_hidden, n_inputs=48, n_classes=5, dtype=dtype)
-    reference = TorchMLP(48, n_hidden, 5, neg_slope=0.1).to(torch_dtype)
+@pytest.mark.parametrize("hidden_units", [[], [20], [16, 8]])
+def test_mlp_matches_pytorch(hidden_units, dtype, torch_dtype, tol):
+    net = random_mlp(hidden_units, n_inputs=48, n_classes=5, dtype=dtype)
+    reference = TorchMLP(48, hidden_units, 5, neg_slope=0.1).to(torch_dtype)
     linears = [m for m in reference.modules() if isinstance(m, nn.Linear)]
     for layer, linear in zip(net.parameters(), linears, strict=True):
         linear.weight.data.copy_(torch.from_numpy(layer.params["weight"]))
@@ -228,17 +232,17 @@ def test_linear_initialisation_follows_the_assignment():
     assert set(layer.grads) == {"weight", "bias"}
 
 
-@pytest.mark.parametrize("n_hidden", [[], [100], [512, 512, 256]])
-def test_mlp_layers_shapes_and_seed(n_hidden):
-    net = MLP(3072, n_hidden, 10, 0.02, dtype="float32", seed=7)
-    widths = [3072, *n_hidden, 10]
+@pytest.mark.parametrize("hidden_units", [[], [100], [512, 512, 256]])
+def test_mlp_layers_shapes_and_seed(hidden_units):
+    net = NumpyMLP(3072, hidden_units, 10, 0.02, dtype="float32", seed=7)
+    widths = [3072, *hidden_units, 10]
     shapes = list(zip(widths[1:], widths[:-1], strict=True))  # (out_features, in_features)
     assert [m.params["weight"].shape for m in net.parameters()] == shapes
     kinds = [type(m) for m in net.layers]
-    assert kinds == [LinearModule, LeakyReLUModule] * len(n_hidden) + [LinearModule]
+    assert kinds == [LinearModule, LeakyReLUModule] * len(hidden_units) + [LinearModule]
     probs = net.forward(np.zeros((2, 3, 32, 32), dtype=np.float32))
     assert probs.shape == (2, 10) and probs.dtype == np.float32
-    again = MLP(3072, n_hidden, 10, 0.02, dtype="float32", seed=7)
+    again = NumpyMLP(3072, hidden_units, 10, 0.02, dtype="float32", seed=7)
     for a, b in zip(net.state_dict().values(), again.state_dict().values(), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -276,19 +280,75 @@ def test_sgd_step_updates_every_parameter_in_place():
         lambda: LinearModule(0, 3),
         lambda: LinearModule(2.5, 3),
         lambda: LeakyReLUModule(-0.1),
-        lambda: MLP(n_hidden="abc"),
-        lambda: MLP(n_hidden=[0]),
-        lambda: MLP(n_inputs=0),
-        lambda: MLP(n_classes=True),
-        lambda: MLP(neg_slope=-1),
-        lambda: MLP(dtype="int32"),
-        lambda: MLP(dtype="nonsense"),
+        lambda: NumpyMLP(hidden_units="abc"),
+        lambda: NumpyMLP(hidden_units=[0]),
+        lambda: NumpyMLP(n_inputs=0),
+        lambda: NumpyMLP(n_classes=True),
+        lambda: NumpyMLP(neg_slope=-1),
+        lambda: NumpyMLP(dtype="int32"),
+        lambda: NumpyMLP(dtype="nonsense"),
         lambda: SGD([], lr=0),
         lambda: SGD([], lr=-1e-3),
         lambda: SGD([], lr="fast"),
-        lambda: MLP(n_inputs=12).forward(np.zeros((2, 13))),
+        lambda: SGD([], lr=True),
+        lambda: LinearModule(True, 3),
+        lambda: LeakyReLUModule(False),
+        lambda: LeakyReLUModule(np.float64("nan")),
+        lambda: NumpyMLP(hidden_units=[np.bool_(True)]),
+        lambda: NumpyMLP(hidden_units={5, 3}),
+        lambda: NumpyMLP(hidden_units=np.array([[5, 3]])),
+        lambda: NumpyMLP(n_inputs=12).forward(np.zeros((2, 13))),
     ],
 )
 def test_bad_arguments_raise_value_errors(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_numpy_nn_imports_without_torch():
+    # A fresh interpreter: this test process has torch loaded already.
+    code = "import sys, src.numpy_nn; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_numpy_scalars_are_accepted_as_sizes_and_rates():
+    # Callers write np.prod(x.shape[1:]): NumPy integers are integers, NumPy floats are numbers.
+    layer = LinearModule(np.prod((2, 26)), np.int64(10))
+    assert layer.params["weight"].shape == (10, 52)
+    assert LeakyReLUModule(np.float32(0.5)).forward(np.array([-2.0]))[0] == -1.0
+    net = NumpyMLP(np.int64(12), [np.int32(5), np.uint8(3)], np.int64(4), np.float32(0.1), seed=0)
+    assert net.hidden_units == [5, 3] and all(type(h) is int for h in net.hidden_units)
+    assert NumpyMLP(12, np.array([5, 3]), 4).hidden_units == [5, 3]
+    assert net.forward(np.zeros((2, 12))).shape == (2, 4)
+    assert SGD(net.parameters(), lr=np.float32(0.5)).lr == 0.5
+
+
+def test_leaky_relu_takes_the_slope_at_exactly_zero():
+    # docs/derivations.md, eq. 1.3: f'(v) = 1 for v > 0 and a for v <= 0, PyTorch's convention.
+    module = LeakyReLUModule(0.25)
+    x = np.array([[-1.0, 0.0, -0.0, 2.0]])
+    np.testing.assert_array_equal(module.forward(x), [[-0.25, 0.0, 0.0, 2.0]])
+    np.testing.assert_array_equal(module.backward(np.ones_like(x)), [[0.25, 0.25, 0.25, 1.0]])
+    reference = torch.tensor(x, requires_grad=True)
+    nn.LeakyReLU(0.25)(reference).sum().backward()
+    np.testing.assert_array_equal(module.backward(np.ones_like(x)), reference.grad.numpy())
+
+
+def test_train_step_is_forward_cross_entropy_backward_and_sgd():
+    net, rng = random_mlp([6], seed=1), np.random.default_rng(1)
+    initial = net.state_dict()
+    x, y = rng.standard_normal((5, 12)), rng.integers(4, size=5)
+    reference = random_mlp([6], seed=1)
+    expected_probs = reference.forward(x)
+    targets = one_hot(y, 4)
+    expected_loss = CrossEntropyModule().forward(expected_probs, targets)
+    reference.backward(CrossEntropyModule().backward(expected_probs, targets))  # the unfused chain
+    SGD(reference.parameters(), lr=0.1).step()
+
+    loss, probs = train_step(net, SGD(net.parameters(), lr=0.1), x, y)
+    assert isinstance(loss, float) and loss == pytest.approx(expected_loss, rel=1e-12)
+    np.testing.assert_allclose(probs, expected_probs, rtol=1e-12)  # from before the update
+    for name, value in reference.state_dict().items():
+        np.testing.assert_allclose(net.state_dict()[name], value, rtol=1e-10, atol=1e-14)
+    assert not np.allclose(net.state_dict()["layers.0.weight"], initial["layers.0.weight"])

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tbparse import SummaryReader
 
 from src.lit import NumpyClassifier
-from src.numpy_nn import MLP, SGD
+from src.numpy_nn import SGD, NumpyMLP
+from src.scalars import read_scalars
 from src.train import ConfigError, build, train
 from tests.conftest import compose_cfg
 
@@ -24,15 +24,15 @@ def numpy_params(ckpt_path: Path) -> dict[str, np.ndarray]:
 
 def curve_steps(run_dir: Path) -> dict[str, list[int]]:
     """The steps at which each scalar was logged, by tag."""
-    scalars = SummaryReader(str(run_dir)).scalars
-    return {tag: sorted(group.step) for tag, group in scalars.groupby("tag")}
+    return {tag: list(points) for tag, points in read_scalars(run_dir).items()}
 
 
 def test_config_has_the_assignment_defaults():
     cfg = compose_cfg("model=mlp_numpy")
     assert cfg.classifier._target_ == "src.lit.NumpyClassifier"
-    assert cfg.model._target_ == "src.numpy_nn.MLP"
-    assert list(cfg.model.n_hidden) == [100] and cfg.model.neg_slope == 0.02
+    assert cfg.model._target_ == "src.numpy_nn.NumpyMLP"
+    assert list(cfg.model.hidden_units) == [100] and cfg.model.neg_slope == 0.02
+    assert cfg.model.n_classes == cfg.data.num_classes == cfg.classifier.num_classes == 10
     assert cfg.model.dtype == "float32" and cfg.model.seed == cfg.seed
     assert cfg.optimizer._target_ == "src.numpy_nn.SGD" and cfg.optimizer.lr == 2e-3
     assert cfg.data.batch_size == 200
@@ -58,18 +58,18 @@ def test_learns_logs_like_the_pytorch_mlp_and_checkpoints(tmp_path, fast_overrid
     steps = curve_steps(run_dir)
     assert steps == curve_steps(torch_dir)
     assert {"train/loss", "train/acc", "val/acc", "test/loss", "final_test/acc"} <= set(steps)
-    scalars = SummaryReader(str(run_dir)).scalars
-    val_acc = scalars[scalars.tag == "val/acc"].value.to_numpy()
+    val_acc = list(read_scalars(run_dir)["val/acc"].values())
     assert len(val_acc) == 3 and val_acc[-1] > val_acc[0]
 
     # The best checkpoint loads back into a NumpyClassifier with identical parameters, and the
     # final test evaluated those parameters.
     (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
-    fresh = MLP(3072, [100], 10, 0.02, dtype="float32", seed=123)
+    fresh = NumpyMLP(3072, [100], 10, 0.02, dtype="float32", seed=123)
     loaded = NumpyClassifier.load_from_checkpoint(
         best,
         net=fresh,
         optimizer=partial(SGD, lr=1e-3),
+        num_classes=10,
         weights_only=False,  # our own file
     )
     saved = numpy_params(best)

@@ -53,15 +53,18 @@ def sweep(tmp_path_factory) -> Path:
 
 
 def write_job(sweep: Path, name: str, lr: str, val: float, test: float) -> None:
+    """A completed job: its curves in the events, its final metrics only in its run.yaml."""
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- data=fake\n")
     with SummaryWriter(str(job)) as writer:
-        for tag, value in {"val/acc": val, "val/loss": 1 - val, "test/acc": test}.items():
-            writer.add_scalar(tag, value, 10)
-        writer.add_scalar("best_val/acc", val, 10)
-        writer.add_scalar("final_test/acc", test, 10)
-        writer.add_scalar("final_test/loss", 1 - test, 10)
+        for step, acc in ((10, val / 2), (20, val), (30, val / 3)):  # the best at step 20
+            writer.add_scalar("val/acc", acc, step)
+            writer.add_scalar("val/loss", 1 - acc, step)
+    metrics = {"best_val/acc": val, "final_test/acc": test, "final_test/loss": 1 - test}
+    times = {"started": "2026-01-01T12:00:00+00:00", "finished": "2026-01-01T12:03:00+00:00"}
+    record = {"status": "completed", "metrics": metrics, **times}
+    (job / "run.yaml").write_text(yaml.safe_dump(record))
 
 
 def test_summary_ranks_by_validation_never_by_test(tmp_path):
@@ -70,7 +73,10 @@ def test_summary_ranks_by_validation_never_by_test(tmp_path):
     table, shared = summarize.summarize(tmp_path)
     assert list(table.job) == ["1", "0"] and list(table["optimizer.lr"]) == ["0.01", "0.1"]
     assert shared == {"data": "fake"}  # the same in every job: not a column
-    assert table.val_loss[0] == pytest.approx(0.4) and table.test_acc[0] == pytest.approx(0.4)
+    # Final metrics as run.yaml recorded them; val_loss where the best val_acc was logged.
+    assert table.val_acc[0] == 0.6 and table.test_acc[0] == 0.4 and table.test_loss[0] == 0.6
+    assert table.val_loss[0] == pytest.approx(0.4) and list(table.steps) == [30, 30]
+    assert list(table.wall_min) == [3.0, 3.0]
 
 
 def test_summary_lists_every_job_with_failed_ones_last(sweep):
@@ -79,7 +85,7 @@ def test_summary_lists_every_job_with_failed_ones_last(sweep):
     assert list(table.job[2:]) == ["2", "7", "8", "9"]  # after the finished ones, in job order
     ok, failed = table[table.status == "completed"], table[table.status != "completed"]
     assert set(ok.job) == {"0", "1"}
-    assert list(failed.status) == ["failed", "failed", "interrupted", "failed"]
+    assert list(failed.status) == ["failed", "failed", "interrupted", "running"]  # as recorded
     errors = list(failed.error.fillna(""))
     assert errors[1:] == ["the loss became NaN or infinite at step 4", "", ""]
     assert "hidden_units" in errors[0] or not errors[0]  # as far as src.train records refusals
@@ -89,7 +95,8 @@ def test_summary_lists_every_job_with_failed_ones_last(sweep):
     assert "model.hidden_units" in table.columns and "data" not in table.columns
 
     markdown = (sweep / "summary.md").read_text()
-    assert markdown.count("| failed |") == 3 and markdown.count("| interrupted |") == 1
+    assert markdown.count("| failed |") == 2 and markdown.count("| interrupted |") == 1
+    assert markdown.count("| running |") == 1
     assert "`data=fake`" in markdown and "NaN or infinite" in markdown
 
 
@@ -110,7 +117,7 @@ def test_plots_one_figure_per_run_and_an_overlay(sweep, tmp_path):
 
 
 def test_plot_draws_each_logged_split(sweep):
-    scalars = plot_curves.read_curves(sweep / "0")
+    scalars = plot_curves.read_scalars(sweep / "0")
     fig = plot_curves.plot({"run": scalars}, ["train", "val", "test"], smooth=1)
     loss, acc = fig.axes
     assert [line.get_label() for line in acc.lines] == ["train", "val", "test"]

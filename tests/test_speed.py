@@ -147,9 +147,9 @@ def test_bare_torch_steps_train_the_model():
 
 
 def test_bare_numpy_steps_train_the_model():
-    from src.numpy_nn import MLP, SGD
+    from src.numpy_nn import SGD, NumpyMLP
 
-    net = MLP(12, [4], 3, 0.02, dtype="float32", seed=0)
+    net = NumpyMLP(12, [4], 3, 0.02, dtype="float32", seed=0)
     optimizer = SGD(net.parameters(), lr=0.1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((20, 12)).astype("float32")

@@ -6,15 +6,14 @@ import pytest
 import torch
 from tbparse import SummaryReader
 
+from src.scalars import read_scalars
 from src.train import train
 from tests.conftest import compose_cfg, run_cli, run_main
 
 CURVES = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
 
 
-def scalars(run_dir: Path) -> dict[str, dict[int, float]]:
-    df = SummaryReader(str(run_dir)).scalars
-    return {tag: dict(zip(g.step, g.value, strict=False)) for tag, g in df.groupby("tag")}
+scalars = read_scalars  # {tag: {step: value}}
 
 
 def only(paths) -> Path:

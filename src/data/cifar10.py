@@ -65,9 +65,14 @@ class CIFAR10DataModule(InMemoryDataModule):
         download: bool = True,
         url: str = URL,
         md5: str | None = MD5,
+        num_classes: int = 10,
         **kwargs,
     ):
+        # In the data config so that the models' and the metrics' class counts follow the data.
+        if num_classes != 10:
+            raise ValueError(f"data.num_classes must be 10 for CIFAR-10, got {num_classes!r}")
         super().__init__(**kwargs)
+        self.num_classes = num_classes
         self.root, self.download, self.url, self.md5 = Path(root), download, url, md5
 
     @property

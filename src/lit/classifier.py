@@ -32,7 +32,7 @@ class Classifier(pl.LightningModule):
     optimizer and its settings come from config.
     """
 
-    def __init__(self, net: nn.Module, optimizer: OptimizerFactory, num_classes: int = 10):
+    def __init__(self, net: nn.Module, optimizer: OptimizerFactory, num_classes: int):
         super().__init__()
         self.net, self.optimizer_factory = net, optimizer
         self.metrics = nn.ModuleDict(

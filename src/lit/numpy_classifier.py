@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from src.lit.classifier import Classifier
-from src.numpy_nn import MLP, SGD, CrossEntropyModule, one_hot, softmax_cross_entropy_backward
+from src.numpy_nn import SGD, CrossEntropyModule, NumpyMLP, one_hot, train_step
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +28,19 @@ def to_numpy(t: Tensor) -> np.ndarray:
 
 
 class NumpyClassifier(Classifier):
-    """Trains a NumPy network (``src.numpy_nn.MLP``) by manual optimisation.
+    """Trains a NumPy network (``src.numpy_nn.NumpyMLP``) by manual optimisation.
 
     Lightning runs everything around the network as for ``Classifier``: batches, step counting,
     validation, the same metric names, checkpoints, the progress bar and the final test. Each
-    training step is ours: the NumPy forward pass, the fused softmax + cross-entropy gradient, the
-    backward pass and a NumPy SGD update. Batches arrive as CPU tensors and are read as arrays.
+    training step is ``src.numpy_nn.train_step``: the NumPy forward pass, the fused softmax +
+    cross-entropy gradient, the backward pass and a NumPy SGD update. Batches arrive as CPU
+    tensors and are read as arrays.
 
     ``optimizer`` is a factory that takes ``net.parameters()`` (``src.numpy_nn.SGD`` with Hydra's
     ``_partial_: true``). Checkpoints hold the network's parameters under ``"numpy_state_dict"``.
     """
 
-    def __init__(self, net: MLP, optimizer: Callable[[list], SGD], num_classes: int = 10):
+    def __init__(self, net: NumpyMLP, optimizer: Callable[[list], SGD], num_classes: int):
         super().__init__(net, optimizer, num_classes)
         self.automatic_optimization = False
         self.numpy_optimizer = optimizer(net.parameters())
@@ -68,12 +69,8 @@ class NumpyClassifier(Classifier):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        probs = self.net.forward(to_numpy(x))
-        targets = one_hot(to_numpy(y), self.net.n_classes, probs.dtype)
-        loss = torch.tensor(self.criterion.forward(probs, targets))
-        dlogits = softmax_cross_entropy_backward(probs, targets)
-        self.net.backward_from_logits(dlogits, input_grad=False)  # no use for dL/d(images)
-        self.numpy_optimizer.step()
+        loss, probs = train_step(self.net, self.numpy_optimizer, to_numpy(x), to_numpy(y))
+        loss = torch.tensor(loss)
         self._log_train(torch.from_numpy(probs), y, loss)  # as Classifier: before the step counts
         # Lightning counts training steps (global_step: max_steps, validation and checkpoint
         # intervals) by optimizer steps; with no torch optimizer it holds a no-op stand-in, so

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from src.arguments import check_positive, check_positive_int, is_real
+
 NORMS = ("none", "torch", "autograd", "manual")
 
 
@@ -114,10 +116,11 @@ class _CustomBatchNorm(nn.Module):
 
     def __init__(self, n_neurons: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
-        if isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons <= 0:
-            raise ValueError(f"n_neurons must be a positive integer, got {n_neurons!r}")
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        n_neurons = check_positive_int("n_neurons", n_neurons)
+        eps = check_positive("eps", eps)
+        if not is_real(momentum) or not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+        momentum = float(momentum)
         self.n_neurons, self.eps, self.momentum = n_neurons, eps, momentum
         self.gamma = nn.Parameter(torch.ones(n_neurons))
         self.beta = nn.Parameter(torch.zeros(n_neurons))

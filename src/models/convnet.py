@@ -5,15 +5,17 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from src.models.batchnorm import make_norm
+from src.arguments import check_positive_int
+from src.models.batchnorm import check_norm, make_norm
 
-# (name, out_channels) for convolutions, ("maxpool", None) for pooling: the assignment's table.
+# (name, out_channels) for convolutions, (name, None) for 3x3/2 max-pooling, in order: the names
+# of the assignment's Table 1, which ends with the linear layer ("linear").
 LAYERS: tuple[tuple[str, int | None], ...] = (
-    ("conv1", 64), ("maxpool", None),
-    ("conv2", 128), ("maxpool", None),
-    ("conv3_a", 256), ("conv3_b", 256), ("maxpool", None),
-    ("conv4_a", 512), ("conv4_b", 512), ("maxpool", None),
-    ("conv5_a", 512), ("conv5_b", 512), ("maxpool", None),
+    ("conv0", 64), ("maxpool1", None),
+    ("conv1", 128), ("maxpool2", None),
+    ("conv2_a", 256), ("conv2_b", 256), ("maxpool3", None),
+    ("conv3_a", 512), ("conv3_b", 512), ("maxpool4", None),
+    ("conv4_a", 512), ("conv4_b", 512), ("maxpool5", None),
 )  # fmt: skip
 
 
@@ -32,23 +34,25 @@ class ConvNet(nn.Module):
     """Five VGG stages of 3x3 conv blocks and 3x3/2 max-pooling, then one linear layer.
 
     A 32x32 input is pooled five times down to 1x1x512, which the linear layer maps to logits.
-    ``norm`` is each block's batch norm: ``torch`` (``nn.BatchNorm2d``, the assignment's),
-    ``autograd`` or ``manual`` (part 3's, per channel), or ``none``.
+    The stages of ``features`` and the final ``linear`` carry the names of the assignment's
+    Table 1 (``LAYERS``). ``norm`` is each block's batch norm: ``torch`` (``nn.BatchNorm2d``, the
+    assignment's), ``autograd`` or ``manual`` (part 3's, per channel), or ``none``.
     """
 
     def __init__(self, n_channels: int = 3, n_classes: int = 10, norm: str = "torch"):
         super().__init__()
+        n_in = check_positive_int("n_channels", n_channels)
+        n_classes = check_positive_int("n_classes", n_classes)
+        check_norm(norm)
         stages: OrderedDict[str, nn.Module] = OrderedDict()
-        n_in, n_pool = n_channels, 0
         for name, n_out in LAYERS:
             if n_out is None:
-                n_pool += 1
-                stages[f"maxpool{n_pool}"] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+                stages[name] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
             else:
                 stages[name] = conv_block(n_in, n_out, norm)
                 n_in = n_out
         self.features = nn.Sequential(stages)
-        self.classifier = nn.Linear(n_in, n_classes)
+        self.linear = nn.Linear(n_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        return self.linear(self.features(x).flatten(1))

@@ -5,16 +5,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.arguments import check_fraction, check_hidden_units, check_non_negative, check_positive_int
 from src.models.batchnorm import check_norm, make_norm
-
-
-def check_hidden_units(hidden_units: object) -> list[int]:
-    """Return ``hidden_units`` as a list of positive ints, or raise a ValueError that says why."""
-    if isinstance(hidden_units, str) or not isinstance(hidden_units, Sequence):
-        raise ValueError(f"hidden_units must be a list of positive integers, got {hidden_units!r}")
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_units):
-        raise ValueError(f"hidden_units must be a list of positive integers, got {hidden_units!r}")
-    return list(hidden_units)
 
 
 class MLP(nn.Module):
@@ -38,11 +30,11 @@ class MLP(nn.Module):
         norm: str = "none",
     ):
         super().__init__()
+        n_inputs = check_positive_int("n_inputs", n_inputs)
         hidden_units = check_hidden_units(hidden_units)
-        if not isinstance(neg_slope, int | float) or neg_slope < 0:
-            raise ValueError(f"neg_slope must be a non-negative number, got {neg_slope!r}")
-        if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        n_classes = check_positive_int("n_classes", n_classes)
+        neg_slope = check_non_negative("neg_slope", neg_slope)
+        dropout = check_fraction("dropout", dropout)
         check_norm(norm)  # also without hidden layers, where no norm layer is made
         layers: list[nn.Module] = [nn.Flatten()]
         widths = [n_inputs, *hidden_units]

@@ -4,51 +4,47 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from src.models.mlp import check_hidden_units
-from src.numpy_nn.modules import (
-    LeakyReLUModule,
-    LinearModule,
-    SoftMaxModule,
-    check_positive_int,
-)
+from src.arguments import check_hidden_units, check_positive_int
+from src.numpy_nn.modules import LeakyReLUModule, LinearModule, SoftMaxModule
 
 DTYPES = ("float32", "float64")
 
 
-class MLP:
+class NumpyMLP:
     """Linear -> LeakyReLU blocks, a linear layer to the class scores, then softmax.
 
     ``forward`` returns class probabilities; ``backward(dout)`` takes dL/d(probabilities) and runs
     back through every module, filling each Linear module's ``grads``. Training uses the shortcut
     ``backward_from_logits``, which starts after the softmax (``softmax_cross_entropy_backward``).
 
-    Images (batch, 3, 32, 32) are flattened to (batch, n_inputs). An empty ``n_hidden`` gives
-    multinomial logistic regression. ``dtype`` is the parameters' and the computation's float type;
-    ``seed`` seeds the weights' initialisation (None: fresh randomness).
+    Images (batch, 3, 32, 32) are flattened to (batch, n_inputs). An empty ``hidden_units`` gives
+    multinomial logistic regression. The arguments are named as ``src.models.MLP``'s, so one config
+    key sets both. ``dtype`` is the parameters' and the computation's float type; ``seed`` seeds
+    the weights' initialisation (None: fresh randomness).
     """
 
     def __init__(
         self,
         n_inputs: int = 3 * 32 * 32,
-        n_hidden: Sequence[int] = (100,),
+        hidden_units: Sequence[int] = (100,),
         n_classes: int = 10,
         neg_slope: float = 0.02,
         dtype: str | type | np.dtype = "float64",
         seed: int | None = None,
     ):
-        n_hidden = check_hidden_units(n_hidden)
-        check_positive_int("n_inputs", n_inputs)
-        check_positive_int("n_classes", n_classes)
+        hidden_units = check_hidden_units(hidden_units)
+        n_inputs = check_positive_int("n_inputs", n_inputs)
+        n_classes = check_positive_int("n_classes", n_classes)
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}") from None
         if self.dtype.name not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        self.n_inputs, self.n_hidden, self.n_classes = n_inputs, n_hidden, n_classes
+        self.n_inputs, self.hidden_units, self.n_classes = n_inputs, hidden_units, n_classes
         rng = np.random.default_rng(seed)
 
-        widths = [n_inputs, *n_hidden]
+        widths = [n_inputs, *hidden_units]
         self.layers: list[LinearModule | LeakyReLUModule] = []
         for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
             self.layers += [LinearModule(n_in, n_out, self.dtype, rng), LeakyReLUModule(neg_slope)]
@@ -57,8 +53,8 @@ class MLP:
         self._input_shape: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:
-        widths = " -> ".join(str(w) for w in (self.n_inputs, *self.n_hidden, self.n_classes))
-        return f"MLP({widths}, {self.dtype.name})"
+        widths = " -> ".join(str(w) for w in (self.n_inputs, *self.hidden_units, self.n_classes))
+        return f"NumpyMLP({widths}, {self.dtype.name})"
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Class scores before the softmax, (batch, n_classes)."""
@@ -85,7 +81,7 @@ class MLP:
         arithmetic of a wide first layer: training has no use for the gradient of the images.
         """
         if self._input_shape is None:
-            raise RuntimeError("MLP.backward called before forward")
+            raise RuntimeError("NumpyMLP.backward called before forward")
         dout = dlogits
         for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
@@ -114,12 +110,13 @@ class MLP:
         params = self.named_parameters()
         if set(state) != set(params):
             raise ValueError(
-                f"state_dict names {sorted(state)} do not match the MLP's {sorted(params)}"
+                f"state_dict names {sorted(state)} do not match the NumpyMLP's {sorted(params)}"
             )
         for name, value in state.items():
             if np.shape(value) != params[name].shape:
                 raise ValueError(
-                    f"{name}: shape {np.shape(value)} does not match the MLP's {params[name].shape}"
+                    f"{name}: shape {np.shape(value)} does not match the NumpyMLP's "
+                    f"{params[name].shape}"
                 )
         for name, value in state.items():
             params[name][...] = value

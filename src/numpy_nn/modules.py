@@ -8,15 +8,10 @@ are derived in docs/derivations.md (Part 1); tests/test_numpy_nn.py checks each 
 
 import numpy as np
 
+from src.arguments import check_non_negative, check_positive_int
+
 #: Standard deviation of the initial weights: the assignment's N(0, 0.0001^2).
 WEIGHT_INIT_STD = 1e-4
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive int, else raise a ValueError that names it."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class LinearModule:
@@ -33,8 +28,8 @@ class LinearModule:
         dtype: np.dtype | type | str = np.float64,
         rng: np.random.Generator | None = None,
     ):
-        check_positive_int("in_features", in_features)
-        check_positive_int("out_features", out_features)
+        in_features = check_positive_int("in_features", in_features)
+        out_features = check_positive_int("out_features", out_features)
         rng = np.random.default_rng() if rng is None else rng
         weight = rng.normal(0.0, WEIGHT_INIT_STD, size=(out_features, in_features))
         self.params = {
@@ -64,12 +59,14 @@ class LinearModule:
 
 
 class LeakyReLUModule:
-    """Element-wise ``max(x, 0) + neg_slope * min(x, 0)``."""
+    """Element-wise ``max(x, 0) + neg_slope * min(x, 0)``.
+
+    At exactly 0 the output is 0 and the derivative is taken as ``neg_slope``, the left one
+    (docs/derivations.md, eq. 1.3), as ``torch.nn.LeakyReLU``'s backward does.
+    """
 
     def __init__(self, neg_slope: float):
-        if isinstance(neg_slope, bool) or not isinstance(neg_slope, int | float) or neg_slope < 0:
-            raise ValueError(f"neg_slope must be a non-negative number, got {neg_slope!r}")
-        self.neg_slope = neg_slope
+        self.neg_slope = check_non_negative("neg_slope", neg_slope)
         self._positive: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
