@@ -134,8 +134,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         if found is None:
             raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
         raise CheckpointError(
-            f"{path} is refused: it holds a {found.group(1)} object, and a checkpoint may hold "
-            "only tensors and plain data (reading one never runs code from it)"
+            f"{path} is refused: it holds {found.group(1)}, and a checkpoint may hold only "
+            "tensors and plain data (reading one never runs code from it)"
         ) from None
     except Exception as e:
         raise CheckpointError(
