@@ -2,6 +2,7 @@
 
 import random
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from src.lit import compat
@@ -23,11 +25,20 @@ class StepProgressBar(TQDMProgressBar):
     """
 
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        super().on_train_start(trainer)
-        bar = self.train_progress_bar
-        bar.reset(total=trainer.max_steps)
-        bar.initial = trainer.global_step  # a resumed run continues its bar
-        bar.set_description("train")
+        # Made here with its total and description, not reset after (each redraw of Lightning's
+        # own "Training: 0/?" bar would stay in a log file).
+        self.train_progress_bar = Tqdm(
+            desc="train",
+            total=trainer.max_steps,
+            initial=trainer.global_step,  # a resumed run continues its bar
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         pass  # no reset at epoch boundaries
