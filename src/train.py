@@ -111,7 +111,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    compat.silence_lightning_tips()
+    compat.quiet_lightning()
     try:
         cfg = resolve(cfg, overrides)
         if cfg.resume is not None:

@@ -5,6 +5,7 @@ and only here. Checked against pytorch-lightning 2.6.
 """
 
 import logging
+import warnings
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n
@@ -42,9 +43,11 @@ class _DropTips(logging.Filter):
         return "💡 Tip:" not in record.getMessage()
 
 
-def silence_lightning_tips() -> None:
-    """Keep Lightning's advertising tips out of a run's console and log files (they are logged at
-    INFO through ``pytorch_lightning.utilities.rank_zero``, beside notices worth reading)."""
+def quiet_lightning() -> None:
+    """Keep out of a run's console and log files what a researcher cannot act on: Lightning's
+    advertising tips (logged at INFO through ``pytorch_lightning.utilities.rank_zero``, beside
+    notices worth reading), and the deprecation of a torch API that Lightning 2.6 itself calls."""
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in logger.filters):
         logger.addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
