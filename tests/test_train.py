@@ -118,8 +118,6 @@ def test_the_final_test_uses_the_selected_checkpoint_not_the_last(fast_overrides
     assert metrics["final_test/loss"] == pytest.approx(curves["test/loss"][3])  # not [6]
 
 
-# Starting from a checkpoint in a new run folder: Lightning notes that it keeps only the best path.
-@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 def test_a_resumed_run_draws_the_same_dropout_masks(fast_overrides, tmp_path):
     # Dropout draws from torch's generator: a resumed run continues exactly only if the
     # checkpoint restores it (callbacks.rng_state).
