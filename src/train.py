@@ -86,6 +86,15 @@ def final_test(run: Run, cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def record_hparams(run: Run, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Write the run's settings and final metrics to TensorBoard's HParams tab (once, rank 0)."""
+    logger = run.trainer.logger
+    if isinstance(logger, TensorBoardLogger) and run.trainer.is_global_zero:
+        params = runs.hyperparameters(cfg, runs.config_choices(Path(cfg.paths.output_dir)))
+        runs.log_hparams(logger, params, metrics)
+        logger.save()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Check, build, fit, test and record one run of a resolved config (``src.config.resolve``;
     ``src.config.compose`` returns one); return its final metrics."""
@@ -96,12 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run = build(cfg, purge_step=start_step + 1 if start_step else None)
     run.trainer.fit(run.classifier, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
     metrics = final_test(run, cfg)
-
-    trainer = run.trainer
-    if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero:
-        params = runs.hyperparameters(cfg, runs.config_choices(Path(cfg.paths.output_dir)))
-        runs.log_hparams(trainer.logger, params, metrics)
-        trainer.logger.save()
+    record_hparams(run, cfg, metrics)
     return metrics
 
 
