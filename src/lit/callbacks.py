@@ -45,7 +45,7 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any):
         bar, step = self.train_progress_bar, trainer.global_step
-        if self._should_update(step, bar.total):
+        if self.is_enabled and (step % self.refresh_rate == 0 or step == bar.total):
             compat.set_progress(bar, step)
             bar.set_postfix(self.get_metrics(trainer, pl_module))
 
@@ -62,7 +62,7 @@ class StepProgressBar(TQDMProgressBar):
         pass
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._train_progress_bar is not None and trainer.state.fn == "fit":
+        if trainer.state.fn == "fit":  # the training bar is there
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def on_test_start(self, *_: Any) -> None:

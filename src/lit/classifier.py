@@ -72,7 +72,7 @@ class Classifier(pl.LightningModule):
         # Lightning hands logged values to the logger and the progress bar only every
         # log_every_n_steps steps; self.log on the other steps costs Python time (a quarter of
         # the default MLP's step on a CPU) for values that are overwritten unread.
-        if not logs_this_step(self._trainer):
+        if not logs_this_step(compat.attached_trainer(self)):
             return
         acc = (scores.argmax(dim=1) == y).float().mean()
         # Tensors, not floats: Lightning reads them only every log_every_n_steps (no sync per step).

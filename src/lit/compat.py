@@ -23,6 +23,11 @@ def stop_after_this_step(trainer: pl.Trainer) -> None:
     trainer._signal_connector.received_sigterm = True
 
 
+def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
+    """The trainer ``module`` is attached to, or None (``module.trainer`` raises instead)."""
+    return module._trainer
+
+
 def should_update_logs(trainer: pl.Trainer) -> bool:
     """Lightning's own test of whether this training step's logged values go to the logger (its
     logger connector's ``should_update_logs``); True where that is not there (another version)."""
