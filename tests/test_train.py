@@ -1,5 +1,7 @@
 """End to end: ``python -m src.train`` on fake data, and what a run leaves behind."""
 
+import logging
+import logging.handlers
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,28 @@ def test_a_resumed_run_draws_the_same_dropout_masks(fast_overrides, tmp_path):
     assert scalars(tmp_path / "resumed")["train/loss"] == {
         step: loss for step, loss in scalars(tmp_path / "whole")["train/loss"].items() if step > 3
     }
+
+
+def test_a_run_prints_its_choices_one_bar_and_where_it_was_saved(
+    fast_overrides, tmp_path, monkeypatch, capfd
+):
+    run_dir = tmp_path / "run"
+    # Lightning's own console handler holds the stream it found at import: read its records.
+    lightning = logging.getLogger("pytorch_lightning")
+    notices = logging.handlers.BufferingHandler(capacity=1000)
+    lightning.addHandler(notices)
+    try:
+        run_main(*fast_overrides, f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch)
+    finally:
+        lightning.removeHandler(notices)
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err
+    logged = (run_dir / "train.log").read_text()  # what Hydra's log handlers wrote
+    notes = "\n".join(record.getMessage() for record in notices.buffer)
+    assert "Loaded model weights" in notes  # Lightning's notices are there ...
+    assert "litlogger" not in notes + printed + logged  # ... but not its advertising tip
+    assert not any(bar in printed for bar in ("Training:", "Validation", "Testing"))
+    assert "train: 100%" in printed
+    choices, *_, summary = logged.splitlines()
+    assert all(c in choices for c in ("model=mlp", "optimizer=sgd", "data=fake", "overrides:"))
+    assert "final_test/acc" in summary and summary.endswith(f"run saved to {run_dir}")
