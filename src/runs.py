@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
+from src.lit import compat
+
 RECORD = "run.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Config groups: choosing another option is a different run, not a continuation of this one.
@@ -165,7 +167,7 @@ def log_hparams(logger: TensorBoardLogger, params: dict, metrics: dict[str, floa
     Lightning's ``log_hyperparams(params, metrics)`` would also write each metric again at step 0;
     TensorBoard's HParams tab reads the last value of each named scalar tag instead.
     """
-    writer = logger.experiment._get_file_writer()
+    writer = compat.tensorboard_file_writer(logger)
     for summary in hparams(params, metrics):
         writer.add_summary(summary)
 

@@ -6,12 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-import src.runs  # noqa: F401  (registers the config resolver that conf/hydra uses)
+from src.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -28,19 +26,11 @@ FAST = [
 
 
 def compose_cfg(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-    """Compose ``conf/train.yaml`` as ``python -m src.train`` would, with Hydra's runtime filled in.
+    """``src.config.compose`` of ``overrides``: the config ``python -m src.train`` would run.
 
     With ``output_dir`` the run writes there, and the config can go straight to ``src.train.train``.
     """
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.paths.output_root = str(output_dir.parent)
-        HydraConfig().set_config(cfg)
-    return cfg
+    return compose(overrides, output_dir)
 
 
 def run_main(*args: str, monkeypatch: pytest.MonkeyPatch):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from src.data import CIFAR10DataModule, DataError
-from src.data.cifar10 import FOLDER, TEST_FILE, TRAIN_FILES
+from src.data.cifar10 import FOLDER, TEST_FILE, TRAIN_FILES, read_batch
 
 
 def write_batch(path: Path, labels: np.ndarray, str_keys: bool = False, **replace) -> None:
@@ -106,6 +106,41 @@ def test_a_malformed_file_is_named(cifar_root, tmp_path, damage, message):
     with pytest.raises(DataError, match=message) as error:
         dm.setup()
     assert "data_batch_3" in str(error.value)
+
+
+class CreatesAFile:
+    """Unpickling this creates ``path``: what a crafted batch file could do to a trusting loader."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+@pytest.mark.parametrize("where", ["top", "inside"])
+def test_a_batch_file_that_would_run_code_is_refused_unrun(tmp_path, where):
+    created = tmp_path / "created_by_unpickling"
+    payload = CreatesAFile(created)
+    batch = payload if where == "top" else {b"data": np.zeros(3, np.uint8), b"labels": [payload]}
+    path = tmp_path / "data_batch_3"
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError) as error:
+        read_batch(path)
+    assert not created.exists()
+    message = str(error.value)
+    assert "is refused: it asks to load io.open" in message
+    assert message.count(". ") == 0 and "\n" not in message  # one sentence
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_batches_of_every_pickle_protocol_load(tmp_path, protocol):
+    labels = np.arange(10_000) % 10
+    data = (np.arange(10_000 * 3072) % 251).astype(np.uint8).reshape(10_000, 3072)
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": labels.tolist()}, protocol=protocol))
+    x, y = read_batch(path)
+    assert np.array_equal(x.reshape(10_000, -1), data) and np.array_equal(y, labels)
 
 
 def test_missing_data_without_download_says_how_to_get_it(tmp_path):

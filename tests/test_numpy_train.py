@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from src.checks import check_run
 from src.lit import NumpyClassifier
 from src.numpy_nn import SGD, NumpyMLP
 from src.scalars import read_scalars
@@ -39,10 +40,10 @@ def test_config_has_the_assignment_defaults():
     assert cfg.trainer.max_steps == 1500 and cfg.trainer.val_check_interval == 100
 
 
-def test_a_bad_learning_rate_fails_at_build(fast_overrides):
+def test_a_bad_learning_rate_fails_before_build(fast_overrides):
     cfg = compose_cfg(*fast_overrides, "model=mlp_numpy", "optimizer.lr=-1")
     with pytest.raises(ConfigError, match="optimizer: lr must be a positive number"):
-        build(cfg)
+        check_run(cfg)
 
 
 def test_learns_logs_like_the_pytorch_mlp_and_checkpoints(tmp_path, fast_overrides):

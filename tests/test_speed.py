@@ -1,4 +1,5 @@
-"""The speed helpers: precision and compile checks, the timing callbacks, the bare loops.
+"""Speed: the pre-training precision and compile checks (``src.checks``), the classifier's logging
+interval, and the benchmark's timing callbacks and bare loops (``scripts/bench``).
 
 No timing is asserted here (timings depend on the machine and its load); only that things run,
 count right and refuse what a device cannot do.
@@ -12,17 +13,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 
-from src.lit import speed
-from src.lit.speed import (
-    Milestones,
-    StepClock,
-    StepTimer,
-    bare_numpy_steps,
-    bare_torch_steps,
-    canonical_precision,
-    check_compile,
-    check_precision,
-)
+from scripts.bench import timing
+from scripts.bench.loops import bare_numpy_steps, bare_torch_steps
+from scripts.bench.timing import Milestones, StepClock, StepTimer
+from src import checks
+from src.checks import canonical_precision, check_compile, check_precision
+from src.lit.classifier import logs_this_step
 from tests.conftest import FAST, compose_cfg
 
 CPU = torch.device("cpu")
@@ -60,7 +56,7 @@ def test_lightnings_other_precisions_pass():
     ("accelerator", "device"), [("cpu", "cpu"), ("gpu", "cuda"), ("cuda", "cuda"), ("tpu", "cpu")]
 )
 def test_training_device(accelerator, device):
-    assert speed.training_device(accelerator).type == device
+    assert checks.training_device(accelerator).type == device
 
 
 def test_numpy_model_trains_in_full_precision_only():
@@ -70,17 +66,17 @@ def test_numpy_model_trains_in_full_precision_only():
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
-    monkeypatch.setattr(speed, "cuda_supports_bf16", lambda device: False)
+    monkeypatch.setattr(checks, "cuda_supports_bf16", lambda device: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Old GPU")
     with pytest.raises(ValueError, match="Old GPU.*no native bfloat16"):
         check_precision("bf16-mixed", torch.device("cuda"))
 
 
 def test_compile_on_cpu_needs_a_cxx_compiler(monkeypatch):
-    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
+    monkeypatch.setattr(checks.shutil, "which", lambda name: None)
     with pytest.raises(ValueError, match="C\\+\\+ compiler"):
         check_compile(CPU)
-    monkeypatch.setattr(speed.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(checks.shutil, "which", lambda name: f"/usr/bin/{name}")
     check_compile(CPU)
 
 
@@ -119,17 +115,17 @@ def test_logs_this_step_follows_lightnings_logging_interval(tmp_path: Path):
 
     class Spy(pl.Callback):
         def on_train_batch_start(self, trainer, *_):
-            seen.append((trainer.global_step, speed.logs_this_step(trainer)))
+            seen.append((trainer.global_step, logs_this_step(trainer)))
 
     run.trainer.callbacks.append(Spy())
     run.trainer.fit(run.classifier, datamodule=run.datamodule)
     assert [step for step, logs in seen if logs] == [2, 5]  # the 3rd and the 6th step
-    assert speed.logs_this_step(None)
+    assert logs_this_step(None)
 
 
 def test_peak_memory_is_read_on_cpu():
-    speed.reset_peak_memory(CPU)
-    peak = speed.peak_memory(CPU)
+    timing.reset_peak_memory(CPU)
+    peak = timing.peak_memory(CPU)
     assert peak is not None and peak > 0
 
 
@@ -176,15 +172,9 @@ def test_step_timer_and_clock_time_a_real_fit(tmp_path: Path):
     assert len(timer.eval_seconds) == len(clock.validations) == 1  # every 3 steps (FAST)
 
 
-# The entry point's precision and compile options (src/train.py's build checks them with the
-# helpers above; these tests run once that check and the `compile` key are in place).
-needs_build_checks = pytest.mark.skipif(
-    "compile:" not in (Path(__file__).parents[1] / "conf" / "train.yaml").read_text(),
-    reason="conf/train.yaml has no `compile` option yet (build() does not check speed options)",
-)
+# The entry point refuses, before training, what the device cannot do.
 
 
-@needs_build_checks
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -207,18 +197,16 @@ def test_the_entry_point_refuses_what_the_device_cannot_do(
     assert not list(tmp_path.rglob("events.out.*"))
 
 
-@needs_build_checks
 def test_compile_without_a_compiler_is_refused_before_training(tmp_path, monkeypatch, capsys):
     from tests.conftest import run_main
 
-    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
+    monkeypatch.setattr(checks.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit):
         run_main("data=fake", "compile=true", "trainer.accelerator=cpu",
                  f"paths.output_root={tmp_path}", monkeypatch=monkeypatch)  # fmt: skip
     assert "C++ compiler" in capsys.readouterr().err
 
 
-@needs_build_checks
 def test_bf16_mixed_trains_on_cpu(tmp_path: Path):
     from src.train import build
 
@@ -230,7 +218,6 @@ def test_bf16_mixed_trains_on_cpu(tmp_path: Path):
     assert run.trainer.global_step == 6 and run.trainer.precision == "bf16-mixed"
 
 
-@needs_build_checks
 @pytest.mark.slow  # Inductor compiles C++ for the CPU: tens of seconds
 def test_compile_keeps_checkpoint_names_and_trains(tmp_path: Path):
     from src.train import build

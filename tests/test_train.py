@@ -1,5 +1,7 @@
 """End to end: ``python -m src.train`` on fake data, and what a run leaves behind."""
 
+import logging
+import logging.handlers
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,59 @@ def test_checkpoint_holds_the_model_weights(fast_overrides, tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 6
     assert state["state_dict"]["net.layers.1.weight"].shape == (100, 3072)
+
+
+def test_the_final_test_uses_the_selected_checkpoint_not_the_last(fast_overrides, tmp_path):
+    # Selecting by the highest validation loss makes the first validation (step 3) the best: the
+    # loss falls as the model learns. So the best checkpoint is not the last one (step 6).
+    args = [*fast_overrides, "monitor=val/loss", "monitor_mode=max"]
+    metrics = train(compose_cfg(*args, output_dir=tmp_path / "run"))
+    curves = scalars(tmp_path / "run")
+    assert curves["val/loss"][3] > curves["val/loss"][6]  # the premise: best 3, last 6
+    assert metrics["best_val/loss"] == pytest.approx(curves["val/loss"][3])
+    assert curves["test/loss"][3] != pytest.approx(curves["test/loss"][6])
+    assert metrics["final_test/loss"] == pytest.approx(curves["test/loss"][3])  # not [6]
+
+
+def test_a_resumed_run_draws_the_same_dropout_masks(fast_overrides, tmp_path):
+    # Dropout draws from torch's generator: a resumed run continues exactly only if the
+    # checkpoint restores it (callbacks.rng_state).
+    args = [*fast_overrides, "model.dropout=0.5", "test=false"]
+    train(compose_cfg(*args, output_dir=tmp_path / "whole"))
+    train(compose_cfg(*args, "trainer.max_steps=3", output_dir=tmp_path / "first"))
+    first = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    train(compose_cfg(*args, f"ckpt_path={first}", output_dir=tmp_path / "resumed"))
+
+    def weights(run: str) -> dict[str, torch.Tensor]:
+        return torch.load(tmp_path / run / "checkpoints" / "last.ckpt")["state_dict"]
+
+    whole, resumed = weights("whole"), weights("resumed")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert scalars(tmp_path / "resumed")["train/loss"] == {
+        step: loss for step, loss in scalars(tmp_path / "whole")["train/loss"].items() if step > 3
+    }
+
+
+def test_a_run_prints_its_choices_one_bar_and_where_it_was_saved(
+    fast_overrides, tmp_path, monkeypatch, capfd
+):
+    run_dir = tmp_path / "run"
+    # Lightning's own console handler holds the stream it found at import: read its records.
+    lightning = logging.getLogger("pytorch_lightning")
+    notices = logging.handlers.BufferingHandler(capacity=1000)
+    lightning.addHandler(notices)
+    try:
+        run_main(*fast_overrides, f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch)
+    finally:
+        lightning.removeHandler(notices)
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err
+    logged = (run_dir / "train.log").read_text()  # what Hydra's log handlers wrote
+    notes = "\n".join(record.getMessage() for record in notices.buffer)
+    assert "Loaded model weights" in notes  # Lightning's notices are there ...
+    assert "litlogger" not in notes + printed + logged  # ... but not its advertising tip
+    assert not any(bar in printed for bar in ("Training:", "Validation", "Testing"))
+    assert "train: 100%" in printed
+    choices, *_, summary = logged.splitlines()
+    assert all(c in choices for c in ("model=mlp", "optimizer=sgd", "data=fake", "overrides:"))
+    assert "final_test/acc" in summary and summary.endswith(f"run saved to {run_dir}")

@@ -1,5 +1,6 @@
 """CIFAR-10 from the official python archive (or any copy in its standard layout)."""
 
+import codecs
 import pickle
 from pathlib import Path
 
@@ -16,18 +17,66 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 IMAGES_PER_FILE = 10_000
 
+try:  # NumPy 2 (pickles name numpy._core; those of NumPy 1, like the official files, numpy.core)
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # NumPy 1
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
+
+#: Everything a CIFAR-10 batch file may name besides dicts, lists, strings, bytes and numbers:
+#: NumPy arrays, their dtypes and scalars, as NumPy 1 and 2 pickle them (``_frombuffer``: pickle
+#: protocol 5; ``_codecs.encode``: how protocol 2 writes bytes in Python 3).
+BATCH_GLOBALS = {
+    **{
+        (module, name): getattr(_multiarray, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    },
+    **{
+        (module, "_frombuffer"): _numeric._frombuffer
+        for module in ("numpy.core.numeric", "numpy._core.numeric")
+    },
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class ForeignObjectError(pickle.UnpicklingError):
+    """A pickle asked for something a CIFAR-10 batch does not hold; the message names it."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds and nothing else: ``find_class`` admits only
+    ``BATCH_GLOBALS``, so a crafted file cannot make unpickling call anything (``os.system``,
+    ``open``, ...); it raises ``ForeignObjectError`` naming what it asked for instead."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return BATCH_GLOBALS[module, name]
+        except KeyError:
+            raise ForeignObjectError(f"{module}.{name}") from None
+
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one pickled CIFAR-10 batch as uint8 images (N, 3, 32, 32) and int64 labels.
 
     The content is validated rather than checksummed, so faithful re-exports of the data load too;
     dict keys may be ``str`` or ``bytes`` (the official files, pickled by Python 2, use bytes).
+    The file is read by ``BatchUnpickler``: a file that holds anything else is refused without
+    running any of it.
     """
     try:
         with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = BatchUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise DataError(f"{path} is missing: the CIFAR-10 copy is incomplete") from None
+    except ForeignObjectError as e:
+        raise DataError(
+            f"{path} is refused: it asks to load {e}, and a CIFAR-10 batch holds only dicts, "
+            "lists, strings, bytes, numbers and NumPy arrays"
+        ) from None
     except Exception as e:
         raise DataError(
             f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})"

@@ -2,6 +2,7 @@
 
 import random
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -9,32 +10,72 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from src.lit import compat
 
 
 class StepProgressBar(TQDMProgressBar):
     """One training bar over all ``max_steps``: runs here count steps, and epochs are incidental.
 
     Lightning's own bar restarts every epoch and shows an epoch count that never ends (``max_epochs
-    = -1``); this one shows ``step/max_steps``, the time left, and the latest metrics.
+    = -1``); this one shows ``step/max_steps``, the time left, and the latest metrics. It is the
+    only bar: validation and the final test draw none.
     """
 
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        super().on_train_start(trainer)
-        bar = self.train_progress_bar
-        bar.reset(total=trainer.max_steps)
-        bar.initial = trainer.global_step  # a resumed run continues its bar
-        bar.set_description("train")
+        # Made here with its total and description, not reset after (each redraw of Lightning's
+        # own "Training: 0/?" bar would stay in a log file).
+        self.train_progress_bar = Tqdm(
+            desc="train",
+            total=trainer.max_steps,
+            initial=trainer.global_step,  # a resumed run continues its bar
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         pass  # no reset at epoch boundaries
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any):
         bar, step = self.train_progress_bar, trainer.global_step
-        if self._should_update(step, bar.total):
-            _update_n(bar, step)
+        if self.is_enabled and (step % self.refresh_rate == 0 or step == bar.total):
+            compat.set_progress(bar, step)
             bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    # One bar per run: no bar of its own for each validation and for the final test. Their
+    # redraws end up as fragments ("Testing: 0/?") in log files, and the training bar shows the
+    # validation metrics once a validation is done.
+    def on_validation_start(self, *_: Any) -> None:
+        pass
+
+    def on_validation_batch_start(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def on_validation_batch_end(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":  # the training bar is there
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_test_start(self, *_: Any) -> None:
+        pass
+
+    def on_test_batch_start(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def on_test_batch_end(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def on_test_end(self, *_: Any) -> None:
+        pass
 
 
 class NonFiniteLossError(RuntimeError):
@@ -120,20 +161,15 @@ class StopOnSignal(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._restore_handlers()
 
-    @staticmethod
-    def _stop_after_this_step(trainer: pl.Trainer) -> None:
-        # The flag Lightning's own SIGTERM handler sets (``trainer.received_sigterm`` reads it).
-        trainer._signal_connector.received_sigterm = True
-
     def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
         interval = trainer.val_check_batch
         validation_due = isinstance(interval, int) and trainer.global_step % interval == 0
         if self.received is not None and not validation_due:
-            self._stop_after_this_step(trainer)
+            compat.stop_after_this_step(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         if self.received is not None and trainer.state.fn == "fit":
-            self._stop_after_this_step(trainer)  # the due validation is done
+            compat.stop_after_this_step(trainer)  # the due validation is done
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         self._restore_handlers()

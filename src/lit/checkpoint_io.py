@@ -1,4 +1,4 @@
-"""Checkpoints written atomically."""
+"""Checkpoints written atomically and read without running code."""
 
 import os
 from pathlib import Path
@@ -7,14 +7,19 @@ from typing import Any
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
+from src.checks import load_checkpoint
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file beside it, flush it to disk, then rename it.
+    """Write each checkpoint to a temporary file beside it, flush it to disk, then rename it; read
+    each one with ``src.checks.load_checkpoint`` (tensors and plain data only).
 
     A kill or a full disk during the write leaves the previous checkpoint of that name intact.
     Lightning's own writer stages the file in the system's temporary folder, and its final move is
     a copy, not an atomic rename, wherever that folder is on another file system (common on
-    clusters).
+    clusters). Lightning's own reader unpickles whatever ``torch.load``'s default admits, which
+    before torch 2.6 is anything; this one is how Lightning reads every checkpoint of a run (to
+    resume, and the best one for the final test).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
@@ -29,3 +34,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location: Any = "cpu", weights_only=None) -> dict:
+        # weights_only is always True here, whatever Lightning asks for.
+        return load_checkpoint(path, map_location=map_location)

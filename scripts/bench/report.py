@@ -1,0 +1,183 @@
+"""The benchmark's report: Markdown tables of what was measured, and the targets it is held to."""
+
+import argparse
+import os
+import platform
+import statistics
+
+import torch
+
+from scripts.bench.settings import LABELS, SLOW_EVAL_BATCHES, Setting
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt_eval(s: Setting, seconds: list[float]) -> str:
+    """Seconds of one pass over the whole test set; ``~`` where scaled up from a part of it."""
+    if not seconds:
+        return "n/a"
+    return f"{'~' if s.eval_scale != 1 else ''}{med(seconds) * s.eval_scale:.2f}"
+
+
+def med_pair(pairs: list[tuple[float, float | None]]) -> str:
+    """Median wall seconds, and in brackets the median CPU seconds where known."""
+    wall = med([w for w, _ in pairs])
+    cpus = [c for _, c in pairs if c is not None]
+    return f"{wall:.2f} ({med(cpus):.2f})" if cpus else f"{wall:.2f}"
+
+
+def fmt_mib(values: list[tuple[float | None, float | None]]) -> str:
+    """The highest peak over the blocks, and the most it grew over the memory held before."""
+    peaks = [p for p, _ in values if p is not None]
+    growth = [p - b for p, b in values if p is not None and b is not None]
+    if not peaks:
+        return "n/a"
+    return f"{max(peaks):,.0f} (+{max(growth):,.0f})" if growth else f"{max(peaks):,.0f}"
+
+
+def spread(values: list[float]) -> str:
+    return f"**{med(values):.3f}** ({min(values):.2f}-{max(values):.2f})"
+
+
+def step_table(settings: list[Setting], device: torch.device) -> str:
+    memory = "peak GPU MiB (+growth)" if device.type == "cuda" else "peak RSS MiB (+growth)"
+    lines = [
+        "| model | batch | steps x rounds | project ms/step | bare ms/step | ratio (range) "
+        "| CPU-time ratio (range) | project img/s | bare img/s "
+        f"| project {memory} | bare {memory} | test pass: project s | bare s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in settings:
+        p, b = med(s.project.ms), med(s.bare.ms)
+        lines.append(
+            f"| {LABELS.get(s.name, s.name)} | {s.batch_size} | {s.steps} x {len(s.ratios)} "
+            f"| {p:.2f} | {b:.2f} | {spread(s.ratios)} | {spread(s.cpu_ratios)} "
+            f"| {s.batch_size / p * 1e3:,.0f} | {s.batch_size / b * 1e3:,.0f} "
+            f"| {fmt_mib(s.project.peak)} | {fmt_mib(s.bare.peak)} "
+            f"| {fmt_eval(s, s.project.eval_s)} | {fmt_eval(s, s.bare.eval_s)} |"
+        )
+    return "\n".join(lines)
+
+
+TARGETS = {"mlp": 1.10, "convnet": 1.03}
+
+
+def targets_table(
+    settings: list[Setting],
+    shares: list[dict[str, float]],
+    starts: dict[str, list[float]] | None,
+    loads: dict[str, list[float]] | None,
+    fake: bool,
+) -> str:
+    rows = ["| target | measured | met |", "|---|---:|:---:|"]
+    by_name = {s.name: s for s in settings}
+
+    def row(what: str, value: float, limit: float, unit: str = "") -> None:
+        rows.append(f"| {what} | {value:.3f}{unit} | {'yes' if value <= limit else '**no**'} |")
+
+    for name, limit in TARGETS.items():
+        if name in by_name:
+            s = by_name[name]
+            row(f"{LABELS[name]}: project / bare ms/step <= {limit:.2f}", med(s.ratios), limit)
+            row(f"{LABELS[name]}: the same in CPU time <= {limit:.2f}", med(s.cpu_ratios), limit)
+    if "mlp_numpy" in by_name and "mlp" in by_name:
+        # Paired by repetition: the NumPy and the PyTorch blocks of one round ran close in time.
+        numpy_mlp, torch_mlp = by_name["mlp_numpy"], by_name["mlp"]
+        for variant, a, b in (
+            ("project", numpy_mlp.project.ms, torch_mlp.project.ms),
+            ("bare", numpy_mlp.bare.ms, torch_mlp.bare.ms),
+        ):
+            ratio = med([x / y for x, y in zip(a, b, strict=False)])
+            row(f"NumPy MLP / PyTorch MLP step ({variant}) <= 1.5", ratio, 1.5)
+    if starts:
+        walls = [w for w, _ in starts["first_step"]]
+        cpus = [c for _, c in starts["first_step"] if c is not None]
+        row("start-up to first step <= 5 s (wall)", med(walls), 5.0, " s")
+        if cpus:
+            row("start-up to first step <= 5 s (CPU time)", med(cpus), 5.0, " s")
+    if loads and not fake:
+        row("CIFAR-10 setup() <= 3 s (wall)", med([w for w, _ in loads["setup"]]), 3.0, " s")
+        row("CIFAR-10 setup() <= 3 s (CPU time)", med([c for _, c in loads["setup"]]), 3.0, " s")
+    for share, what in zip(shares, ("", ", data.val_size=0"), strict=False):
+        row(f"validation share of the default MLP run{what} < 15%", share["share"] * 100, 15, " %")
+    return "\n".join(rows)
+
+
+def environment(args: argparse.Namespace) -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    device = args.device
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    busy = f", load average {load[0]:.1f} on {os.cpu_count()} cores" if load else ""
+    versions = f"torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{device.type}: {what}{busy}; {versions}"
+
+
+def bare_share(share: dict[str, float], bare_step_s: float) -> float:
+    """The share the same evaluations would take in a bare loop: bare forward passes against
+    bare training steps."""
+    evals = share["n_evals"] * share["bare_s"]
+    return evals / (evals + share["full_steps"] * bare_step_s)
+
+
+def render(args, settings, shares, starts, loads, seconds) -> str:
+    data = "synthetic data (data=fake)" if args.fake else f"CIFAR-10 from {args.data_root}"
+    options = f"precision {args.precision}" + (", torch.compile" if args.compile else "")
+    parts = [
+        f"Training steps through `src.train` vs a bare loop ({data}; {options}).",
+        f"Machine: {environment(args)}.",
+        "",
+        step_table(settings, args.device),
+        "",
+        f"Test pass: one evaluation of the {settings[0].test_images:,} test images "
+        "(project: `trainer.test`; bare: an `inference_mode` loop over the same tensors, in "
+        "batches of `data.eval_batch_size`); ~: timed on "
+        f"{SLOW_EVAL_BATCHES} batches and scaled up. CPU-time ratio: the same ratio in the "
+        "process's CPU time (all threads), which a busy machine disturbs less than wall time.",
+    ]
+    if shares:
+        parts += [
+            "",
+            "Validation in the default MLP run (a real fit of three validation intervals; an "
+            "interval's evaluation costs its step's time minus the median step, checkpoints "
+            "included; bare: an `inference_mode` forward pass over the same images):",
+            "",
+            "| evaluated every interval | images | evaluation ms | of which the validation loop "
+            "| bare forward ms | ms per training step | evaluations per run | share of the "
+            "training loop | a bare loop's share |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        bare_step = {s.name: med(s.bare.ms) / 1e3 for s in settings}.get("mlp", float("nan"))
+        names = ("validation split + test set (default)", "test set only (data.val_size=0)")
+        for share, what in zip(shares, names, strict=False):
+            parts.append(
+                f"| {what}, every {share['interval']} steps | {share['eval_images']:,} "
+                f"| {share['eval_s'] * 1e3:.0f} | {share['validation_s'] * 1e3:.0f} "
+                f"| {share['bare_s'] * 1e3:.0f} | {share['step_s'] * 1e3:.2f} "
+                f"| {share['n_evals']} | **{share['share']:.1%}** "
+                f"| {bare_share(share, bare_step):.1%} |"
+            )
+    if loads or starts:
+        parts += ["", "| start-up (median) | wall s (CPU s) |", "|---|---:|"]
+        if starts:
+            labels = {
+                "import torch": "`python -c 'import torch'`",
+                "import pytorch_lightning": "`python -c 'import pytorch_lightning'`",
+                "built": "`python -m src.train`: run built (imports, config, model)",
+                "data": "`python -m src.train`: data set up",
+                "first_step": "`python -m src.train`: **first training step**",
+            }
+            for key, label in labels.items():
+                parts.append(f"| {label} | {med_pair(starts[key])} |")
+        if loads:
+            parts += [
+                f"| data module `load()` (read, decode) | {med_pair(loads['load'])} |",
+                f"| data module `setup()` (load, split, normalise) | {med_pair(loads['setup'])} |",
+            ]
+    parts += ["", targets_table(settings, shares, starts, loads, args.fake)]
+    parts += ["", f"Benchmark wall time {seconds:.0f} s."]
+    return "\n".join(parts)

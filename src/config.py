@@ -1,0 +1,81 @@
+"""The run config: composed from ``conf/`` and resolved into what one run needs.
+
+``python -m src.train`` composes ``conf/train.yaml`` through ``@hydra.main``; scripts, tests and
+other entry points compose the same tree with ``compose``. Either way ``resolve`` then turns the
+composed config into the one a run trains with (resume, ``ckpt_path=last``, and no checkpoint
+selection without a validation split), so that ``src.train.train`` never rewrites its config.
+"""
+
+import copy
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from src import runs  # also registers the config resolver that conf/hydra uses
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; its message names the key."""
+
+
+def compose(overrides: Iterable[str] = (), output_dir: Path | str | None = None) -> DictConfig:
+    """Compose ``conf/train.yaml`` with ``overrides`` as ``python -m src.train OVERRIDES`` would,
+    Hydra's own config included, and resolve it (``resolve``).
+
+    With ``output_dir`` the run writes there (Hydra's runtime folder is set to it, as the
+    interpolations in ``conf/paths`` expect), and the result can go straight to
+    ``src.train.train``. Without it, ``paths.output_dir`` stays unresolvable.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+    if output_dir is None:
+        return cfg
+    output_dir = Path(output_dir)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.paths.output_root = str(output_dir.parent)
+    HydraConfig().set_config(cfg)
+    return resolve(cfg, list(overrides))
+
+
+def resolve(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
+    """The config a run trains with; ``cfg`` itself is left as it is.
+
+    - ``resume=DIR``: the config of DIR's first start with ``overrides`` applied
+      (``runs.resume_config``), continuing from ``DIR/checkpoints/last.ckpt``;
+    - ``ckpt_path=last``: the newest checkpoint of this run's own folder;
+    - ``data.val_size=0``: no validation split, so nothing to select a checkpoint by: no
+      ``monitor``, no best-checkpoint callback, and the last checkpoint is tested.
+
+    Raises ``runs.ResumeError`` if the run to resume is not there or the overrides would make
+    another run.
+    """
+    if cfg.get("resume") is not None:
+        cfg = runs.resume_config(Path(cfg.resume), list(overrides or []))
+    else:
+        cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        if cfg.get("ckpt_path") == "last":
+            cfg.ckpt_path = str(Path(cfg.paths.output_dir) / runs.LAST_CHECKPOINT)
+        if cfg.data.get("val_size", 1) == 0 and cfg.get("monitor") is not None:
+            log.info("data.val_size=0: no validation split, so the last checkpoint is tested")
+            cfg.monitor = None
+            cfg.callbacks.model_checkpoint = None
+    return cfg
+
+
+def choices_line(choices: dict[str, str | None]) -> str:
+    """The config-group options of a run on one line: ``model=mlp optimizer=sgd ...``."""
+    shown = {k: v for k, v in choices.items() if v is not None and not k.startswith("hydra")}
+    return " ".join(f"{group}={option}" for group, option in shown.items())
