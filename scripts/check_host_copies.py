@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.checks import check_run  # noqa: E402
+from src.config import compose  # noqa: E402
 from src.train import build  # noqa: E402
 
 # Event names the CUDA profiler gives host-to-device copies (cudaMemcpy and its async form).
@@ -71,16 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         f"trainer.max_steps={args.warmup + args.steps + 1}",
         "trainer.val_check_interval=100000",  # no validation inside the window
         "callbacks.progress_bar=null",
+        "+trainer.enable_progress_bar=false",
         "callbacks.model_checkpoint=null",
         "trainer.enable_model_summary=false",
         "test=false",
-        f"paths.output_dir={out}",
         *args.overrides,
     ]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose(overrides, output_dir=out)
     cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    check_run(cfg)  # data prepared, device, precision and compile checked, as src.train does
     run = build(cfg)
     probe = ProfileSteps(args.warmup, args.steps, activities)
     run.trainer.callbacks.append(probe)
