@@ -147,6 +147,7 @@ class StudySweeper(Sweeper):
         self.trial_callback = trial_callback
         self.machine_keys = tuple(machine_keys)
         self.job_idx = 0
+        self.exhausted = False  # the sampler has tried its whole search space
         # Seconds this process spent in the study (asking, telling, checking) and writing results.
         self.overhead_s, self.setup_s, self.trials_run = 0.0, 0.0, 0
 
@@ -281,7 +282,7 @@ class StudySweeper(Sweeper):
             self._fail_dead_trials(study)
             trials = study.get_trials(deepcopy=False)
             todo = self.n_trials - sum(self.counted(t) for t in trials)
-            if todo <= 0:
+            if todo <= 0 or self.exhausted:
                 self.overhead_s += time.perf_counter() - tick
                 break
             batch = [study.ask(fixed_distributions=space) for _ in range(min(self.n_jobs, todo))]
@@ -311,7 +312,7 @@ class StudySweeper(Sweeper):
         for key, value in {**owner(), "job_dir": str(folder)}.items():
             trial.set_user_attr(key, value)
         if folder.exists():  # another study's trial in the same sweep folder: never overwrite
-            study.tell(trial, state=TrialState.FAIL)
+            self._finish(study, trial, TrialState.FAIL)
             raise StudyError(
                 f"{folder} exists already, but trial {trial.number} of study {self.study_name} "
                 "has not run: use another hydra.sweep.dir for this study"
@@ -336,14 +337,14 @@ class StudySweeper(Sweeper):
             trial.set_user_attr(key, round(seconds, 4))
         attrs = self.storage_obj.get_trial_user_attrs(self._id(trial))
         if "pruned_at_step" in attrs:  # set by the job's callback when the pruner stopped it
-            study.tell(trial, state=TrialState.PRUNED)
+            self._finish(study, trial, TrialState.PRUNED)
             log.info(f"trial {trial.number}: pruned at step {attrs['pruned_at_step']}")
             return
         try:
             returned = ret.return_value  # raises the job's exception if it failed
         except Exception as e:
             log.warning(f"trial {trial.number} failed: {type(e).__name__}: {e}")
-            study.tell(trial, state=TrialState.FAIL)
+            self._finish(study, trial, TrialState.FAIL)
             return
         try:
             value = float(returned)
@@ -351,10 +352,26 @@ class StudySweeper(Sweeper):
             value = math.nan
         if math.isnan(value):
             log.warning(f"trial {trial.number} returned {returned!r}, not a number")
-            study.tell(trial, state=TrialState.FAIL)
+            self._finish(study, trial, TrialState.FAIL)
             return
-        study.tell(trial, value)
+        self._finish(study, trial, TrialState.COMPLETE, value)
         log.info(f"trial {trial.number}: {value}")
+
+    def _finish(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        state: TrialState,
+        value: float | None = None,
+    ) -> None:
+        """``study.tell``. A sampler that has covered its whole space (grid, brute force) asks to
+        stop the study from there; the trial is stored all the same, and the sweep ends."""
+        try:
+            study.tell(trial, value, state=state)
+        except RuntimeError as e:
+            if "Study.stop" not in str(e):
+                raise
+            self.exhausted = True
 
     # ---- results -----------------------------------------------------------------------------
 
