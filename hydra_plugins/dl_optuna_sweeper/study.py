@@ -6,6 +6,7 @@ same in the sweep's own process, in a joblib worker or in a SLURM job on another
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 DEFAULT_JOURNAL = "optuna_journal.log"
+# A sweep process writes the time into its running trials every HEARTBEAT_S; a trial of another
+# machine whose last beat is older than STALE_AFTER_S is taken for dead.
+HEARTBEAT_S = 60
+STALE_AFTER_S = 600
 JOURNAL_PREFIX = "journal:"
 PRUNERS = {
     "none": "optuna.pruners.NopPruner",
@@ -94,14 +99,20 @@ def _process_start(pid: int) -> str | None:
 def owner() -> dict[str, object]:
     """This process, as recorded on the trials it runs."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "pid_start": _process_start(pid)}
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_start": _process_start(pid),
+        "heartbeat": time.time(),
+    }
 
 
 def owner_alive(attrs: dict) -> bool:
-    """Whether the sweep process that runs a trial still lives. Only a process of this machine
-    can be checked; one on another machine is taken to be alive."""
+    """Whether the sweep process that runs a trial still lives: on this machine, whether its pid
+    runs; on another, whether it wrote its heartbeat in the last STALE_AFTER_S."""
     if attrs.get("host") != socket.gethostname() or "pid" not in attrs:
-        return True
+        beat = attrs.get("heartbeat")
+        return beat is None or time.time() - float(beat) < STALE_AFTER_S
     pid = int(attrs["pid"])
     try:
         os.kill(pid, 0)

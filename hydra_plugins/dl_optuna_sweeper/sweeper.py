@@ -7,10 +7,12 @@ on the pruner's word, FAIL if it raised. ``n_trials`` is the total of the study,
 continues an interrupted search, and a second process on the same storage shares the work.
 """
 
+import contextlib
 import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +35,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from .study import (
+    HEARTBEAT_S,
     StudyError,
     make_pruner,
     open_storage,
@@ -291,7 +294,8 @@ class StudySweeper(Sweeper):
             self.overhead_s += time.perf_counter() - tick
 
             launched = time.perf_counter()
-            returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
+            with self._heartbeat(batch):
+                returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             job_s = (time.perf_counter() - launched) / len(batch)
             self.job_idx += len(returns)
 
@@ -302,6 +306,26 @@ class StudySweeper(Sweeper):
             self.overhead_s += time.perf_counter() - tick
             self._write_results(study)
         self._write_results(study)
+
+    @contextlib.contextmanager
+    def _heartbeat(self, batch: list[optuna.Trial]):
+        """While the batch runs, write the time into its trials every HEARTBEAT_S, so that a
+        process on another machine can tell them from trials whose process died."""
+        stop = threading.Event()
+        ids = [self._id(trial) for trial in batch]
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                for trial_id in ids:
+                    self.storage_obj.set_trial_user_attr(trial_id, "heartbeat", time.time())
+
+        thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _job_overrides(
         self, study: optuna.Study, trial: optuna.Trial, fixed: dict[str, str]
