@@ -13,10 +13,13 @@ Jobs are ranked by validation accuracy, never by test accuracy: the test set onl
 that did not complete is listed at the bottom with the last step it logged, so a broken job is seen
 rather than silently dropped, with the status its ``run.yaml`` recorded: ``interrupted`` (stopped
 cleanly, can be resumed), ``failed`` (with its error) or ``running`` (still running, or killed
-before it could say so); ``unknown`` if it has no ``run.yaml``.
+before it could say so); ``unknown`` if it has no ``run.yaml``. A trial that an Optuna sweep's
+pruner stopped early is ``pruned`` (listed after the completed jobs, with the step it reached).
 
 Writes ``summary.md`` and ``summary.csv`` into the sweep folder (or ``--out PREFIX``) and prints
-the Markdown table.
+the Markdown table. On an Optuna sweep (its folder has ``optimization_results.yaml``) it also writes
+the study's figures next to them: ``study_optimization_history.png``,
+``study_param_importances.png`` and ``study_intermediate_values.png``.
 """
 
 import argparse
@@ -34,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from src.scalars import read_scalars  # noqa: E402
 
 METRIC_COLUMNS = ["val_acc", "val_loss", "test_acc", "test_loss"]
+TRIAL_LINK = "+callbacks.optuna_trial."
+# Rank: completed jobs, then pruned ones, then the rest; by validation accuracy within each.
+STATUS_RANK = {"completed": 0, "pruned": 1}
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
@@ -115,7 +121,11 @@ def summarize(sweep_dir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     jobs = find_jobs(sweep_dir)
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir}: no job folders (folders with a .hydra/ inside)")
-    overrides = {job: read_overrides(job) for job in jobs}
+    # The sweeper's link from a job to its Optuna trial is no setting of the run: not a column.
+    overrides = {
+        job: {k: v for k, v in read_overrides(job).items() if not k.startswith(TRIAL_LINK)}
+        for job in jobs
+    }
     keys = list(dict.fromkeys(k for o in overrides.values() for k in o))
     varying = [k for k in keys if len({o.get(k) for o in overrides.values()}) > 1 or len(jobs) == 1]
     shared = {k: v for k, v in overrides[jobs[0]].items() if k not in varying}
@@ -126,15 +136,16 @@ def summarize(sweep_dir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
         row.update({k: overrides[job].get(k, "") for k in varying})
         record = read_record(job)
         row.update(job_metrics(record, read_curves(job)))
-        row["error"] = str(record.get("error") or "") if row["status"] != "completed" else ""
+        row["error"] = str(record.get("error") or "") if row["status"] not in STATUS_RANK else ""
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.error.any():
         table = table.drop(columns="error")
-    # Best validation accuracy first; jobs without final metrics last; ties keep the job order.
-    table["_failed"] = table.status != "completed"
-    table = table.sort_values(["_failed", "val_acc"], ascending=[True, False], na_position="last",
-                              kind="stable").drop(columns="_failed")  # fmt: skip
+    # Best validation accuracy first; pruned jobs next; jobs without final metrics last; ties keep
+    # the job order.
+    table["_rank"] = table.status.map(STATUS_RANK).fillna(len(STATUS_RANK))
+    table = table.sort_values(["_rank", "val_acc"], ascending=[True, False], na_position="last",
+                              kind="stable").drop(columns="_rank")  # fmt: skip
     return table.reset_index(drop=True), shared
 
 
@@ -184,7 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(csv, index=False)
     print(markdown)
     print(f"wrote {md} and {csv}")
+    for figure in study_figures(args.sweep_dir, out.parent):
+        print(f"wrote {figure}")
     return 0
+
+
+def study_figures(sweep_dir: Path, out_dir: Path) -> list[Path]:
+    """The figures of an Optuna sweep's study (none for another folder)."""
+    if not (sweep_dir / "optimization_results.yaml").is_file():
+        return []
+    from hydra_plugins.dl_optuna_sweeper.figures import write_study_figures
+
+    return write_study_figures(sweep_dir, out_dir)
 
 
 if __name__ == "__main__":

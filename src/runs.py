@@ -91,6 +91,14 @@ def write_record(run_dir: Path, **fields: object) -> None:
     os.replace(tmp, path)
 
 
+def end_status(run_dir: Path) -> str:
+    """How a run that returned ended: ``pruned`` if a sweep's pruner stopped it early (its record
+    has ``pruned_at_step``, see src/lit/pruning.py), else ``completed``."""
+    path = run_dir / RECORD
+    record = OmegaConf.load(path) if path.exists() else {}
+    return "pruned" if "pruned_at_step" in record else "completed"
+
+
 def start_record(run_dir: Path, overrides: list[str]) -> None:
     """Record what reproduces this run, before it starts."""
     write_record(

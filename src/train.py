@@ -140,7 +140,8 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
         raise
-    runs.write_record(run_dir, status="completed", finished=runs.now(), metrics=metrics)
+    status = runs.end_status(run_dir)  # "pruned" if a sweep's pruner stopped it early
+    runs.write_record(run_dir, status=status, finished=runs.now(), metrics=metrics)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     log.info(f"{summary or 'done'} | run saved to {run_dir}")
     return metrics.get(f"best_{cfg.monitor}") if cfg.monitor else None

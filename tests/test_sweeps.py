@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import optuna
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -11,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
+from hydra_plugins.dl_optuna_sweeper.study import open_storage
 from tests.conftest import ROOT, compose_cfg, run_main
 from tests.test_train import CURVES, only, scalars
 
@@ -57,15 +59,24 @@ def test_multirun_over_optimizers_with_a_norm_and_layer_sizes(
     assert all(scalars(j).keys() >= CURVES | {"final_test/acc"} for j in jobs)
 
 
-def test_optuna_search_runs_two_trials_and_names_the_best(fast_overrides, tmp_path, monkeypatch):
+def test_optuna_search_runs_two_trials_side_by_side_and_names_the_best(
+    fast_overrides, tmp_path, monkeypatch, importable
+):
+    """Two trials at once in joblib worker processes, each reporting to the study by itself."""
     run_main("-m", *fast_overrides, "hparams_search=mlp_optuna", "hydra.sweeper.n_trials=2",
-             "hydra.sweeper.n_jobs=1", "trainer.max_steps=6", "trainer.val_check_interval=3",
+             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+             "trainer.max_steps=6", "trainer.val_check_interval=3",
              monkeypatch=monkeypatch)  # fmt: skip
     sweep, jobs = sweep_jobs(tmp_path)
     assert sweep.name.endswith("_mlp_optuna") and [j.name for j in jobs] == ["0", "1"]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     space = OmegaConf.load(ROOT / "conf" / "hparams_search" / "mlp_optuna.yaml").hydra.sweeper
     assert set(results["best_params"]) == set(space.params)
+    # The workers' reports reached the study: every validation of both trials.
+    storage = open_storage(results["storage"])
+    trials = optuna.load_study(study_name="mlp_optuna", storage=storage).get_trials()
+    assert {t.user_attrs["pid"] for t in trials} == {os.getpid()}  # asked by this sweep
+    assert [sorted(t.intermediate_values) for t in trials] == [[3, 6], [3, 6]]
 
     # The objective is each trial's best validation accuracy; the best trial is the one reported.
     best_val = [max(scalars(j)["val/acc"].values()) for j in jobs]
