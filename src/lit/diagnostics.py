@@ -58,7 +58,7 @@ def activation_stats(out: Tensor) -> Tensor:
     others = [d for d in range(out.dim()) if d != 1]
     alive = (out > 0).amax(dim=others)
     dead = 1.0 - alive.float().mean()
-    std, mean = torch.std_mean(out.float())
+    std, mean = torch.std_mean(out.float(), correction=0)  # as NumPy's std
     return torch.stack([mean, std, dead])
 
 
