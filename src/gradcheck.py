@@ -13,7 +13,8 @@ units, from dividing noise by noise). The NumPy MLP's hand-written gradients are
 every coordinate, with autograd on a PyTorch MLP holding the same weights. Dropout is switched off;
 batch norm stays in training mode (batch statistics), the mode whose backward training uses.
 
-Exits with status 1 and one sentence when an error exceeds ``threshold``.
+Exits with status 1 and one sentence when an error exceeds ``threshold``; with status 2 and one
+sentence on bad input (settings, data, model options, checkpoint), before any check runs.
 """
 
 import sys
@@ -26,10 +27,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from src.data import DataError
 from src.numpy_nn import CrossEntropyModule, one_hot, softmax_cross_entropy_backward
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -299,8 +302,11 @@ def report(results: list[ParameterError], threshold: float) -> str | None:
 def main(cfg: DictConfig) -> None:
     try:
         failure = report(gradcheck(cfg), cfg.threshold)
-    except GradcheckError as e:
+    except (GradcheckError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except InstantiationException as e:  # a bad model or data option: the cause, in a sentence
+        print(f"error: {e.__cause__ or e}", file=sys.stderr)
         sys.exit(2)
     if failure is not None:
         print(f"error: {failure}", file=sys.stderr)

@@ -121,9 +121,9 @@ def test_a_wrong_numpy_backward_fails_against_both_references():
     assert first.finite_differences > 0.1 and first.autograd > 0.1
 
 
-def run_cli(monkeypatch, *args: str) -> int:
+def run_cli(monkeypatch, *args: str, data: list[str] = QUICK) -> int:
     GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["src.gradcheck", *QUICK, *args])
+    monkeypatch.setattr(sys, "argv", ["src.gradcheck", *data, *args])
     try:
         gradcheck.main()
     except SystemExit as e:
@@ -141,6 +141,15 @@ def test_cli_exit_status(monkeypatch, capsys):
     assert run_cli(monkeypatch, "model=mlp_numpy", "model.n_hidden=[10]") == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: gradient check failed") and "\n" not in err
+
+
+def test_missing_data_and_bad_model_options_are_one_sentence(monkeypatch, capsys, tmp_path):
+    no_data = [f"data.root={tmp_path}", "data.download=false"]
+    assert run_cli(monkeypatch, "model=mlp", data=no_data) == 2
+    assert capsys.readouterr().err.strip().startswith("error: CIFAR-10 not found")
+    assert run_cli(monkeypatch, "model=mlp", "model.neg_slope=-1") == 2
+    err = capsys.readouterr().err.strip()
+    assert "neg_slope must be" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("bad", ["n_coords=0", "eps=-1", "threshold=0", "n_samples=1.5"])
