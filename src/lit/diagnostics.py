@@ -12,8 +12,9 @@ for each layer, under the tags
 - ``diagnostics/dead_fraction/layer{i}``: the fraction of its units never positive on the batch
   (a unit is a feature of an MLP, a channel of a ConvNet, over the batch and the pixels);
 
-and every ``histogram_every``-th logging step the histograms ``diagnostics/weights/layer{i}``,
-``diagnostics/grads/layer{i}`` and ``diagnostics/activations/layer{i}``.
+and every ``histogram_every``-th logging step (default 20) the 64-bin histograms
+``diagnostics/weights/layer{i}``, ``diagnostics/grads/layer{i}`` and
+``diagnostics/activations/layer{i}``.
 
 Weight layers are the ``nn.Linear``/``nn.Conv2d`` modules of a torch network in order (batch norm's
 scale and shift are not counted), or the modules with a ``weight`` parameter of the NumPy MLP's
@@ -41,6 +42,9 @@ ACTIVATIONS = (nn.LeakyReLU, nn.ReLU)
 #: Scalars per weight layer and per activation layer, in the order they are stacked.
 WEIGHT_STATS = ("grad_norm", "weight_norm", "update_ratio")
 ACTIVATION_STATS = ("activation_mean", "activation_std", "dead_fraction")
+#: Bins of every histogram: a fixed count costs a fifth of TensorBoard's default ("tensorflow",
+#: ~100 ms for the MLP's 3072x100 weights on a busy CPU, vs ~18 ms).
+HISTOGRAM_BINS = 64
 
 
 def tag(stat: str, layer: int) -> str:
@@ -78,7 +82,7 @@ class Diagnostics(pl.Callback):
     than the scalars (they copy every weight, gradient and activation to the CPU).
     """
 
-    def __init__(self, histogram_every: int = 10):
+    def __init__(self, histogram_every: int = 20):
         bad = isinstance(histogram_every, bool) or not isinstance(histogram_every, int)
         if bad or histogram_every < 0:
             raise ValueError(f"histogram_every must be an integer >= 0, got {histogram_every!r}")
@@ -132,7 +136,7 @@ class Diagnostics(pl.Callback):
         for name, value in scalars.items():
             writer.add_scalar(name, value, step)
         for name, values in histograms.items():
-            writer.add_histogram(name, values, step)
+            writer.add_histogram(name, values, step, bins=HISTOGRAM_BINS)
         self._activations, self._before, self._grads = [], [], []
 
     # ---------------------------------------------------------------- torch networks
