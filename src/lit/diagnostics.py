@@ -33,7 +33,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
+from torch.utils.tensorboard import summary
 
 from src.lit.speed import logs_this_step
 
@@ -111,8 +113,10 @@ class Diagnostics(pl.Callback):
             self._before = [w.copy() for w in _numpy_weights(net)]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_):
+        if not self._active:
+            return
         net = pl_module.net
-        if not self._active or not isinstance(net, nn.Module):
+        if not isinstance(net, nn.Module):
             return
         # Gradients are complete here and the weights not yet updated (after any gradient
         # clipping Lightning does, which comes before this hook).
@@ -133,8 +137,7 @@ class Diagnostics(pl.Callback):
             scalars, histograms = self._torch_values(net)
         else:
             scalars, histograms = self._numpy_values(net)
-        for name, value in scalars.items():
-            writer.add_scalar(name, value, step)
+        write_scalars(writer, scalars, step)
         for name, values in histograms.items():
             writer.add_histogram(name, values, step, bins=HISTOGRAM_BINS)
         self._activations, self._before, self._grads = [], [], []
@@ -220,6 +223,18 @@ class Diagnostics(pl.Callback):
             for i, (_, kept) in enumerate(recorded):
                 histograms[tag("activations", i)] = kept
         return scalars, histograms
+
+
+def write_scalars(writer: Any, scalars: dict[str, float], step: int) -> None:
+    """Write every scalar of a step as one TensorBoard event: one record written, not one per tag
+    (``add_scalar`` costs about 0.1-0.3 ms each on a CPU, a third of the callback's cost)."""
+    file_writer = getattr(writer, "file_writer", None)  # torch's SummaryWriter; else one by one
+    if file_writer is None:
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, step)
+        return
+    values = [v for name, value in scalars.items() for v in summary.scalar(name, value).value]
+    file_writer.add_summary(Summary(value=values), step)
 
 
 def _name_scalars(values: list[float], n_weight: int, n_act: int) -> dict[str, float]:
