@@ -9,8 +9,10 @@ callbacks), ``on`` (``callbacks=diagnostics``: scalars at every logging step, hi
 logging step, the defaults) and ``on, histograms always`` (``histogram_every=1``). The timed window
 is ``--steps`` steps after 10 warm-up steps (``src.lit.speed.StepTimer``: start of a step to the
 start of the next), so it holds ``steps / log_every_n_steps`` logging steps. Reported: median wall
-ms and process CPU ms per step, and the overhead against ``off``. On a machine shared with other
-work, the CPU time is the steadier of the two.
+ms and process CPU ms per step, the overhead against ``off``, and the CPU ms per step spent inside
+the callback's own hooks (and its share of the ``off`` step's CPU time). On a machine shared with
+other work the step times are noisy (CPU time is the steadier); the hooks' own time is the clearest
+sign.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import logging
 import statistics
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 import src.runs  # noqa: E402, F401  (registers the resolver conf/hydra uses)
 import src.train  # noqa: E402
+from src.lit.diagnostics import Diagnostics  # noqa: E402
 from src.lit.speed import StepTimer  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -50,8 +54,36 @@ VARIANTS = {
 WARMUP = 10
 
 
-def step_ms(overrides: list[str], steps: int, device: str, workdir: Path) -> tuple[float, float]:
-    """Wall and CPU milliseconds per training step of one fit of ``overrides``."""
+def time_hooks(callback: Diagnostics, first: int, last: int) -> list[float]:
+    """Make ``callback``'s hooks add their CPU seconds (the process's, so the event writer thread's
+    work is counted) in steps ``first..last`` to the returned list's one element: the callback's
+    own cost, which a busy machine's time-sharing does not inflate as it does wall time."""
+    spent = [0.0]
+    in_window = [False]
+
+    def timed(name: str):
+        hook = getattr(callback, name)
+
+        def run(trainer, *args, **kwargs):
+            if name == "on_train_batch_start":
+                in_window[0] = first <= trainer.global_step < last
+            t0 = time.process_time()
+            hook(trainer, *args, **kwargs)
+            if in_window[0]:
+                spent[0] += time.process_time() - t0
+
+        return run
+
+    for name in ("on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end"):
+        setattr(callback, name, timed(name))
+    return spent
+
+
+def step_ms(
+    overrides: list[str], steps: int, device: str, workdir: Path
+) -> tuple[float, float, float]:
+    """Wall and CPU milliseconds per training step of one fit of ``overrides``, and the CPU
+    milliseconds per step spent inside the diagnostics' hooks (0 without them)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -70,8 +102,12 @@ def step_ms(overrides: list[str], steps: int, device: str, workdir: Path) -> tup
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         run = src.train.build(cfg)
         run.trainer.callbacks.insert(0, timer)
+        spent = [0.0]
+        for callback in run.trainer.callbacks:
+            if isinstance(callback, Diagnostics):
+                spent = time_hooks(callback, WARMUP, WARMUP + steps)
         run.trainer.fit(run.classifier, datamodule=run.datamodule)
-    return 1000 * timer.seconds / steps, 1000 * timer.cpu_seconds / steps
+    return 1000 * timer.seconds / steps, 1000 * timer.cpu_seconds / steps, 1000 * spent[0] / steps
 
 
 def main() -> None:
@@ -99,7 +135,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-diagnostics-") as tmp:
         for model in models:
-            times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+            times: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
             names = list(VARIANTS)
             for r in range(args.repeats):
                 for variant in names[r % 3 :] + names[: r % 3]:  # rotate who goes first
@@ -111,9 +147,11 @@ def main() -> None:
             for variant, pairs in times.items():
                 wall = statistics.median(t[0] for t in pairs)
                 cpu = statistics.median(t[1] for t in pairs)
+                hooks = statistics.median(t[2] for t in pairs)
                 print(
                     f"{model:<10} {variant:<22} {wall:>8.2f} {cpu:>8.2f} "
-                    f"{100 * (wall / base_wall - 1):>+8.1f} {100 * (cpu / base_cpu - 1):>+7.1f}",
+                    f"{100 * (wall / base_wall - 1):>+8.1f} {100 * (cpu / base_cpu - 1):>+7.1f} "
+                    f"{hooks:>12.3f} {100 * hooks / base_cpu:>8.1f}",
                     flush=True,
                 )
 
