@@ -201,3 +201,21 @@ def test_off_by_default(tmp_path, monkeypatch):
     events = read_events(tmp_path)
     assert "train/loss" in events.Tags()["scalars"]
     assert diagnostic_tags(events) == set()
+
+
+def test_plot_script_reads_the_tags(tmp_path):
+    from tests.test_scripts import load_script
+
+    plot = load_script("plot_diagnostics")
+    net = torch_tiny_mlp(0.0)
+    fit_one_step(Classifier(net, partial(torch.optim.SGD, lr=LR), num_classes=2), tmp_path / "run")
+    steps, values = plot.read_layers(tmp_path / "run", "dead_fraction")[0]
+    assert list(steps) == [1] and values[0] == pytest.approx(1 / 3)
+    out = tmp_path / "dead.png"
+    plot.main(["--stat", "dead_fraction", "--run", f"a={tmp_path / 'run'}", "--out", str(out)])
+    assert out.stat().st_size > 0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no diagnostics/grad_norm"):
+        plot.main(["--stat", "grad_norm", "--run", f"a={tmp_path}/empty", "--out", str(out)])
+    with pytest.raises(SystemExit, match="no such folder"):
+        plot.main(["--stat", "grad_norm", "--run", f"a={tmp_path}/missing", "--out", str(out)])
