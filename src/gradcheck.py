@@ -1,0 +1,308 @@
+"""Check a model's backward pass on real data: ``python -m src.gradcheck [model=...] [key=value]``.
+
+Takes one batch of the configured data (``conf/gradcheck.yaml`` composes ``conf/train.yaml``, so
+``model=``, ``data=``, ``experiment=`` and every model option work as for ``src.train``) and the
+model at its seeded initialisation, or at a checkpoint (``ckpt_path=...``). In float64 it compares,
+for a sample of ``n_coords`` coordinates of every parameter, the gradient of the model's backward
+pass with central finite differences of the loss, and prints the relative error per parameter:
+
+    error = ||g_backward - g_fd|| / max(||g_backward|| + ||g_fd||, atol)
+
+over the sampled coordinates (``atol`` keeps gradients that are zero up to rounding, e.g. of dead
+units, from dividing noise by noise). The NumPy MLP's hand-written gradients are also compared, on
+every coordinate, with autograd on a PyTorch MLP holding the same weights. Dropout is switched off;
+batch norm stays in training mode (batch statistics), the mode whose backward training uses.
+
+Exits with status 1 and one sentence when an error exceeds ``threshold``; with status 2 and one
+sentence on bad input (settings, data, model options, checkpoint), before any check runs.
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from src.checks import CheckpointError, load_checkpoint
+from src.data import DataError
+from src.numpy_nn import CrossEntropyModule, one_hot, softmax_cross_entropy_backward
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+#: Where a NumpyClassifier checkpoint keeps the NumPy arrays (src.lit.numpy_classifier).
+NUMPY_CHECKPOINT_KEY = "numpy_state_dict"
+
+
+class GradcheckError(ValueError):
+    """Bad input to the gradient check; its message is one sentence for the user."""
+
+
+@dataclass
+class ParameterError:
+    """The relative errors of one parameter's gradient (``autograd`` only for the NumPy MLP)."""
+
+    name: str
+    shape: tuple[int, ...]
+    finite_differences: float
+    autograd: float | None = None
+
+    def worst(self) -> float:
+        return max(self.finite_differences, self.autograd or 0.0)
+
+
+def relative_error(a: np.ndarray, b: np.ndarray, atol: float) -> float:
+    """``||a - b|| / max(||a|| + ||b||, atol)``: 0 when equal, 1 when unrelated."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(float(np.linalg.norm(a) + np.linalg.norm(b)), atol)
+    return float(np.linalg.norm(a - b)) / scale
+
+
+def sample_coordinates(shape: tuple[int, ...], n: int, rng: np.random.Generator) -> list[tuple]:
+    """``n`` distinct multi-indices of an array of ``shape`` (all of them if it has fewer)."""
+    size = int(np.prod(shape))
+    flat = rng.choice(size, size=min(n, size), replace=False)
+    return [np.unravel_index(i, shape) for i in np.sort(flat)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Torch models
+# ------------------------------------------------------------------------------------------------
+
+
+def check_torch(
+    net: nn.Module, x: Tensor, y: Tensor, n_coords: int, eps: float, atol: float, seed: int = 0
+) -> list[ParameterError]:
+    """Backward vs central differences for every parameter of ``net``, in float64.
+
+    ``net`` and ``x`` are cast to float64 in place; dropout is switched off.
+    """
+    net.double().train()
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    x = x.double()
+
+    def loss() -> Tensor:
+        return F.cross_entropy(net(x), y)
+
+    net.zero_grad(set_to_none=True)
+    loss().backward()
+    rng = np.random.default_rng(seed)
+    results = []
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            coords = sample_coordinates(tuple(p.shape), n_coords, rng)
+            backward = np.array([p.grad[c].item() for c in coords])
+            numeric = []
+            for c in coords:
+                original = p[c].item()
+                p[c] = original + eps
+                up = loss().item()
+                p[c] = original - eps
+                down = loss().item()
+                p[c] = original
+                numeric.append((up - down) / (2 * eps))
+            error = relative_error(backward, np.array(numeric), atol)
+            results.append(ParameterError(name, tuple(p.shape), error))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# The NumPy MLP (duck-typed: a ``layers`` list whose parameter modules have ``params``/``grads``)
+# ------------------------------------------------------------------------------------------------
+
+
+def _numpy_parameters(net: Any) -> list[tuple[str, Any, str]]:
+    """(name, module, key) of every parameter, named like the MLP's ``named_parameters``."""
+    return [
+        (f"layers.{i}.{key}", module, key)
+        for i, module in enumerate(net.layers)
+        for key in getattr(module, "params", {})
+    ]
+
+
+def numpy_loss_and_backward(net: Any, x: np.ndarray, targets: np.ndarray) -> float:
+    """The mean cross-entropy of a batch; fills every module's ``grads`` (the training path:
+    the fused softmax + cross-entropy gradient, then the modules' backward)."""
+    probs = net.forward(x)
+    loss = CrossEntropyModule().forward(probs, targets)
+    net.backward_from_logits(softmax_cross_entropy_backward(probs, targets))
+    return loss
+
+
+def torch_twin(net: Any) -> nn.Sequential:
+    """A float64 PyTorch MLP with the NumPy MLP's weights and slopes (for autograd)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for module in net.layers:
+        if "weight" in getattr(module, "params", {}):
+            weight, bias = module.params["weight"], module.params["bias"]
+            linear = nn.Linear(weight.shape[1], weight.shape[0]).double()
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(weight))
+                linear.bias.copy_(torch.from_numpy(bias))
+            layers.append(linear)
+        else:
+            layers.append(nn.LeakyReLU(module.neg_slope))
+    return nn.Sequential(*layers)
+
+
+def check_numpy(
+    net: Any, x: np.ndarray, y: np.ndarray, n_coords: int, eps: float, atol: float, seed: int = 0
+) -> list[ParameterError]:
+    """The NumPy MLP's hand-written gradients vs central differences and vs autograd (float64).
+
+    ``net`` must compute in float64 (its parameters float64 arrays).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n_classes = net.layers[-1].params["weight"].shape[0]
+    targets = one_hot(y, n_classes, np.float64)
+    numpy_loss_and_backward(net, x, targets)
+    params = _numpy_parameters(net)
+    grads = {name: module.grads[key].copy() for name, module, key in params}
+
+    twin = torch_twin(net)
+    F.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y).long()).backward()
+    twin_grads = [p.grad.numpy() for p in twin.parameters()]  # same order: weight, bias per layer
+
+    criterion = CrossEntropyModule()
+    rng = np.random.default_rng(seed)
+    results = []
+    for (name, module, key), twin_grad in zip(params, twin_grads, strict=True):
+        p = module.params[key]
+        coords = sample_coordinates(p.shape, n_coords, rng)
+        numeric = []
+        for c in coords:
+            original = p[c]
+            p[c] = original + eps
+            up = criterion.forward(net.forward(x), targets)
+            p[c] = original - eps
+            down = criterion.forward(net.forward(x), targets)
+            p[c] = original
+            numeric.append((up - down) / (2 * eps))
+        backward = np.array([grads[name][c] for c in coords])
+        results.append(
+            ParameterError(
+                name,
+                p.shape,
+                relative_error(backward, np.array(numeric), atol),
+                relative_error(grads[name], twin_grad, atol),
+            )
+        )
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# From config to a report
+# ------------------------------------------------------------------------------------------------
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse bad settings in one sentence, before any work."""
+    for key in ("n_coords", "n_samples"):
+        value = cfg[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise GradcheckError(f"{key} must be a positive integer, got {value!r}")
+        if value is not None and value < 1:
+            raise GradcheckError(f"{key} must be a positive integer, got {value!r}")
+    for key in ("eps", "threshold", "atol"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise GradcheckError(f"{key} must be a positive number, got {value!r}")
+
+
+def one_batch(cfg: DictConfig) -> tuple[Tensor, Tensor]:
+    """The first training batch of the configured data (at most ``n_samples`` of it), on the CPU."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    x, y = next(iter(datamodule.train_dataloader()))
+    if cfg.n_samples is not None:
+        x, y = x[: cfg.n_samples], y[: cfg.n_samples]
+    return x.cpu(), y.cpu()
+
+
+def load_model(cfg: DictConfig) -> Any:
+    """The configured network, float64, seeded; with a checkpoint's weights if ``ckpt_path``."""
+    pl.seed_everything(cfg.seed, verbose=False)
+    extra = {"dtype": "float64"} if "dtype" in cfg.model else {}  # the NumPy MLP's own dtype
+    net = instantiate(cfg.model, **extra)
+    if cfg.ckpt_path is None:
+        return net
+    try:  # read without running its code, as src.train reads checkpoints
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+    except (CheckpointError, OSError) as e:
+        raise GradcheckError(f"ckpt_path={e}") from None
+    try:
+        if isinstance(net, nn.Module):
+            prefix = "net."
+            state = {
+                k[len(prefix) :]: v
+                for k, v in checkpoint["state_dict"].items()
+                if k.startswith(prefix)
+            }
+            net.load_state_dict(state)
+        else:
+            state = checkpoint[NUMPY_CHECKPOINT_KEY]
+            net.load_state_dict({k: v.numpy() for k, v in state.items()})
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise GradcheckError(f"ckpt_path={cfg.ckpt_path} does not fit this model ({e})") from None
+    return net
+
+
+def gradcheck(cfg: DictConfig, net: Any = None) -> list[ParameterError]:
+    """Run the check the config describes (on ``net`` if given, else the configured model)."""
+    check_settings(cfg)
+    x, y = one_batch(cfg)
+    net = load_model(cfg) if net is None else net
+    settings = dict(n_coords=cfg.n_coords, eps=cfg.eps, atol=cfg.atol, seed=cfg.seed)
+    if isinstance(net, nn.Module):
+        return check_torch(net, x, y, **settings)
+    return check_numpy(net, x.numpy(), y.numpy(), **settings)
+
+
+def report(results: list[ParameterError], threshold: float) -> str | None:
+    """Print the table; return the failure sentence, or None if every error is within threshold."""
+    has_autograd = any(r.autograd is not None for r in results)
+    head = f"{'parameter':<28} {'shape':<18} {'vs finite diff.':>15}"
+    print(head + (f" {'vs autograd':>12}" if has_autograd else ""))
+    for r in results:
+        line = f"{r.name:<28} {str(tuple(r.shape)):<18} {r.finite_differences:>15.2e}"
+        if r.autograd is not None:
+            line += f" {r.autograd:>12.2e}"
+        print(line + ("  FAIL" if r.worst() > threshold else ""))
+    failed = [r for r in results if r.worst() > threshold]
+    if not failed:
+        print(f"all {len(results)} parameters within threshold {threshold:g}")
+        return None
+    worst = max(failed, key=ParameterError.worst)
+    return (
+        f"gradient check failed for {len(failed)} of {len(results)} parameters, worst "
+        f"{worst.name} with relative error {worst.worst():.2e} > threshold {threshold:g}"
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="gradcheck")
+def main(cfg: DictConfig) -> None:
+    try:
+        failure = report(gradcheck(cfg), cfg.threshold)
+    except (GradcheckError, DataError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except InstantiationException as e:  # a bad model or data option: the cause, in a sentence
+        print(f"error: {e.__cause__ or e}", file=sys.stderr)
+        sys.exit(2)
+    if failure is not None:
+        print(f"error: {failure}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
