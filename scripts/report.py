@@ -104,11 +104,13 @@ def summarize_group(group: list[dict]) -> dict:
     return row
 
 
-def format_cell(stat: tuple[float, float, int]) -> str:
+def format_cell(stat: tuple[float, float, int], completed: int) -> str:
+    """``mean ± std``; with the count when fewer runs than completed have the value."""
     mean, std, n = stat
     if n == 0:
         return "–"
-    return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"
+    cell = f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"
+    return cell if n == completed else f"{cell} (n={n})"
 
 
 def table(folder: Path) -> str:
@@ -125,7 +127,9 @@ def table(folder: Path) -> str:
     ]
     for r in rows:
         cells = [f"`{r['settings']}`", f"{r['completed']} / {r['runs']}"]
-        lines.append("| " + " | ".join(cells + [format_cell(r[t]) for t in titles]) + " |")
+        lines.append(
+            "| " + " | ".join(cells + [format_cell(r[t], r["completed"]) for t in titles]) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

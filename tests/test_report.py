@@ -70,7 +70,10 @@ def test_the_marked_tables_of_a_markdown_file_are_rewritten(results, tmp_path):
     assert page.read_text() == again  # regenerating changes nothing
 
 
-def test_a_single_run_has_no_spread_and_a_missing_folder_says_so(tmp_path):
+def test_a_value_of_fewer_runs_shows_its_n_and_a_missing_folder_says_so(tmp_path):
     make_run(tmp_path / "results" / "one" / "run", 0, metrics(0.4, 0.5))
-    assert "| 0.4000 | 0.5000 |" in report.table(tmp_path / "results" / "one")
+    make_run(tmp_path / "results" / "one" / "again", 1, metrics(0.4, 0.5), ece=0.25)
+    assert "| 0.4000 ± 0.0000 | 0.5000 ± 0.0000 | 1.5000 ± 0.0000 | 0.2500 (n=1) |" in report.table(
+        tmp_path / "results" / "one"
+    )
     assert "no runs under" in report.table(tmp_path / "results" / "none")
