@@ -12,7 +12,7 @@ step to the start of the next), so it holds ``steps / log_every_n_steps`` loggin
 median wall ms and process CPU ms per step, the overhead against ``off``, and the CPU ms per step
 spent inside the callback's own hooks (and its share of the ``off`` step's CPU time). On a machine
 shared with other work the step times are noisy (CPU time is the steadier); the hooks' own time is
-the clearest sign. """
+the clearest sign."""
 
 import argparse
 import contextlib

@@ -30,7 +30,7 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Config groups: choosing another option is a different run, not a continuation of this one.
 GROUPS = frozenset(
     ("data", "model", "optimizer", "trainer", "logger", "callbacks", "paths", "experiment",
-     "hparams_search", "hydra")
+     "hparams_search", "hydra", "scheduler")
 )  # fmt: skip
 
 

@@ -30,10 +30,15 @@ def record(run_dir: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(run_dir / "run.yaml"))
 
 
-@pytest.mark.parametrize("model", ["mlp", "mlp_numpy"])
+# A warmed-up cosine schedule: a resumed run must restore its state (steps taken, the warm-up's
+# factor) from the checkpoint, or its learning rates, and so its results, differ.
+@pytest.mark.parametrize(
+    "model, schedule",
+    [("mlp", []), ("mlp_numpy", []), ("mlp", ["scheduler=cosine", "scheduler.warmup_steps=20"])],
+)
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_to_the_same_result(fast_overrides, tmp_path, model, signum):
-    args = [*fast_overrides, f"model={model}", *RUN]
+def test_killed_run_resumes_to_the_same_result(fast_overrides, tmp_path, model, schedule, signum):
+    args = [*fast_overrides, f"model={model}", *RUN, *schedule]
     uninterrupted = train(compose_cfg(*args, output_dir=tmp_path / "whole"))
 
     run_dir = tmp_path / "killed"
@@ -58,6 +63,9 @@ def test_killed_run_resumes_to_the_same_result(fast_overrides, tmp_path, model, 
     assert [s for s, _ in continued["train/loss"]] == list(range(1, 25))
     assert continued["train/loss"] == whole["train/loss"]
     assert continued["test/acc"] == whole["test/acc"]
+    if schedule:
+        # The rate of update k+1 is logged at step k: the checkpoint's step is logged again.
+        assert dict(continued["lr-SGD"]) == dict(whole["lr-SGD"])
 
 
 def test_resume_refuses_another_model_and_missing_runs(

@@ -10,6 +10,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.lit import compat
+from src.lit.schedulers import SchedulerFactory
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -41,12 +42,22 @@ class Classifier(pl.LightningModule):
     test of the selected checkpoint logs ``final_test/...``.
 
     ``optimizer`` is a factory that takes the parameters (Hydra's ``_partial_: true``), so the
-    optimizer and its settings come from config.
+    optimizer and its settings come from config. ``scheduler``, a factory that takes the optimizer
+    (or None: a constant learning rate), sets the learning rate after every optimizer step.
     """
 
-    def __init__(self, net: nn.Module, optimizer: OptimizerFactory, num_classes: int):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        scheduler: SchedulerFactory | None = None,
+    ):
         super().__init__()
         self.net, self.optimizer_factory = net, optimizer
+        self.scheduler_factory = scheduler
+        if scheduler is not None:  # its settings are checked on construction: fail now, not later
+            scheduler(optimizer(net.parameters()))
         self.metrics = nn.ModuleDict(
             {split: eval_metrics(num_classes) for split in ("val", "test", "final_test")}
         )
@@ -54,8 +65,13 @@ class Classifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.net.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        # Stepped after every optimizer step; Lightning saves its state in checkpoints.
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def scores_and_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Class scores (highest = predicted class) and the mean cross-entropy of a batch."""

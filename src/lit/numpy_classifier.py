@@ -40,7 +40,18 @@ class NumpyClassifier(Classifier):
     ``_partial_: true``). Checkpoints hold the network's parameters under ``"numpy_state_dict"``.
     """
 
-    def __init__(self, net: NumpyMLP, optimizer: Callable[[list], SGD], num_classes: int):
+    def __init__(
+        self,
+        net: NumpyMLP,
+        optimizer: Callable[[list], SGD],
+        num_classes: int,
+        scheduler: None = None,
+    ):
+        if scheduler is not None:
+            raise ValueError(
+                "the NumPy MLP trains with the assignment's constant learning rate (its NumPy SGD "
+                "has no schedules): use scheduler=none"
+            )
         super().__init__(net, optimizer, num_classes)
         self.automatic_optimization = False
         self.numpy_optimizer = optimizer(net.parameters())

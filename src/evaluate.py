@@ -1,0 +1,243 @@
+"""Look inside a trained model: ``python -m src.evaluate run=<run folder> [ckpt_path=...]``.
+
+Rebuilds the run's model and data from its saved config (``<run>/.hydra/config.yaml``), loads its
+selected checkpoint, and evaluates the test set (and the validation split when the run had one):
+accuracy, loss, per-class accuracy, the confusion matrix, the expected calibration error with a
+reliability diagram, and a grid of the most confidently misclassified test images. Everything is
+written into ``<run>/eval/`` (``metrics.yaml`` and PNGs) and into the run's TensorBoard log, under
+``eval/`` tags.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import matplotlib
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics.classification import MulticlassCalibrationError, MulticlassConfusionMatrix
+
+from src import checks, runs  # runs registers the config resolver that run configs use
+from src.checks import CheckpointError
+from src.lit.numpy_classifier import NumpyClassifier
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+class EvaluationError(ValueError):
+    """A run or checkpoint that cannot be evaluated; the message says why."""
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint without running any of its code (``src.checks.load_checkpoint``)."""
+    try:
+        return checks.load_checkpoint(path)
+    except CheckpointError as e:
+        raise EvaluationError(f"ckpt_path={e}") from None
+
+
+def selected_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run tested: its best on validation when it selected one, else its last."""
+    best = sorted((run_dir / "checkpoints").glob("best-step*.ckpt"))
+    return best[-1] if len(best) == 1 else run_dir / runs.LAST_CHECKPOINT
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise EvaluationError(f"run={run_dir}: no run there ({path} is missing)")
+    return OmegaConf.load(path)
+
+
+def build_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
+    """The run's classifier with the checkpoint's weights; refuse a checkpoint of another model."""
+    trained = checkpoint.get("tags", {}).get("model") if isinstance(checkpoint, dict) else None
+    if trained != cfg.model._target_:
+        raise EvaluationError(
+            f"ckpt_path={path} holds a {trained or 'foreign'} model, but the run trained "
+            f"{cfg.model._target_}"
+        )
+    net = instantiate(cfg.model)
+    classifier = instantiate(cfg.classifier, net=net, optimizer=instantiate(cfg.optimizer))
+    try:
+        classifier.load_state_dict(checkpoint["state_dict"])
+        classifier.on_load_checkpoint(checkpoint)  # the NumPy MLP's arrays
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise EvaluationError(f"ckpt_path={path} does not fit the run's model ({e})") from None
+    return classifier.eval()
+
+
+@torch.inference_mode()
+def predict(classifier, x: Tensor, batch_size: int) -> Tensor:
+    """Log-probabilities of the classes of ``x``, in batches.
+
+    The NumPy MLP's classifier returns probabilities (their logarithm is clipped at the dtype's
+    smallest positive number, as its loss does); the others return logits.
+    """
+    outputs = torch.cat([classifier(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    if isinstance(classifier, NumpyClassifier):
+        return outputs.clamp(min=torch.finfo(outputs.dtype).tiny).log().float()
+    return F.log_softmax(outputs.float(), dim=1)
+
+
+def evaluate_split(log_probs: Tensor, y: Tensor, num_classes: int, bins: int) -> dict:
+    """Accuracy, loss, per-class accuracy, confusion matrix and calibration of predictions."""
+    probs = log_probs.exp()
+    confusion = MulticlassConfusionMatrix(num_classes)(probs, y)  # rows: true, columns: predicted
+    per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
+    ece = MulticlassCalibrationError(num_classes, n_bins=bins, norm="l1")(probs, y)
+    return {
+        "acc": float(confusion.diag().sum() / len(y)),
+        "loss": float(F.nll_loss(log_probs, y)),
+        "ece": float(ece),
+        "n": len(y),
+        "per_class_acc": per_class.tolist(),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def reliability(probs: Tensor, y: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per confidence bin (equal widths over [0, 1]): mean confidence, accuracy and count."""
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == y).float()
+    index = (confidence * bins).long().clamp(max=bins - 1)  # [k/bins, (k+1)/bins), as torchmetrics
+    count = torch.bincount(index, minlength=bins).float()
+    mean_conf = torch.bincount(index, confidence, minlength=bins) / count.clamp(min=1)
+    accuracy = torch.bincount(index, correct, minlength=bins) / count.clamp(min=1)
+    return mean_conf, accuracy, count
+
+
+def plot_confusion(matrix: list[list[int]], classes: list[str], title: str) -> plt.Figure:
+    m = torch.tensor(matrix, dtype=torch.float)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(m / m.sum(dim=1, keepdim=True).clamp(min=1), cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in zip(torch.cartesian_prod(*[torch.arange(len(m))] * 2).tolist(),
+                             m.flatten().tolist(), strict=True):  # fmt: skip
+        ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=7)
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), title=title,
+           xlabel="predicted", ylabel="true")  # fmt: skip
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(probs: Tensor, y: Tensor, bins: int, ece: float, title: str) -> plt.Figure:
+    mean_conf, accuracy, count = reliability(probs, y, bins)
+    centers = (torch.arange(bins) + 0.5) / bins
+    fig, ax = plt.subplots(figsize=(5, 5))
+    used = count > 0
+    ax.bar(centers[used], accuracy[used], width=1 / bins, edgecolor="black", label="accuracy")
+    ax.bar(centers[used], (mean_conf - accuracy)[used], bottom=accuracy[used], width=1 / bins,
+           color="red", alpha=0.3, label="gap to confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+           title=f"{title} (ECE {ece:.4f})")  # fmt: skip
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_misclassified(
+    images: Tensor, probs: Tensor, y: Tensor, classes: list[str], count: int
+) -> plt.Figure:
+    """The ``count`` wrong predictions made with the highest confidence, with their labels."""
+    confidence, predicted = probs.max(dim=1)
+    wrong = (predicted != y).nonzero().flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)[:count]]
+    cols = max(1, min(6, len(worst)))
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst.tolist(), strict=False):
+        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        ax.set_title(f"true {classes[y[i]]}\npred {classes[predicted[i]]} {confidence[i]:.2f}",
+                     fontsize=8)  # fmt: skip
+    fig.suptitle("Most confidently misclassified test images")
+    fig.tight_layout()
+    return fig
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate the run ``cfg.run``; write ``eval/`` and TensorBoard events; return the metrics."""
+    run_dir = Path(cfg.run)
+    train_cfg = run_config(run_dir)
+    path = Path(cfg.ckpt_path) if cfg.ckpt_path else selected_checkpoint(run_dir)
+    checkpoint = load_checkpoint(path)
+    classifier = build_classifier(train_cfg, checkpoint, path)
+
+    datamodule = instantiate(train_cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    num_classes = int(train_cfg.model.n_classes)
+    classes = list(CIFAR10_CLASSES) if num_classes == 10 else [str(c) for c in range(num_classes)]
+    splits = [s for s in ("val", "test") if s in datamodule.splits]
+
+    out_dir = run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    step = int(checkpoint.get("global_step", 0))
+    results: dict = {"checkpoint": str(path), "step": step, "classes": classes}
+    with SummaryWriter(log_dir=str(run_dir)) as writer:  # a new event file beside training's
+        for split in splits:
+            x, y = datamodule.splits[split]
+            log_probs = predict(classifier, x, datamodule.eval_batch_size)
+            metrics = evaluate_split(log_probs, y.cpu(), num_classes, cfg.calibration_bins)
+            probs = log_probs.exp()
+            results[split] = metrics
+            for name in ("acc", "loss", "ece"):
+                writer.add_scalar(f"eval/{split}/{name}", metrics[name], step)
+            for name, value in zip(classes, metrics["per_class_acc"], strict=True):
+                writer.add_scalar(f"eval/{split}/acc_{name}", value, step)
+            figures = {
+                "confusion_matrix": plot_confusion(
+                    metrics["confusion_matrix"], classes, f"{split} confusion matrix"
+                ),
+                "reliability": plot_reliability(
+                    probs, y.cpu(), cfg.calibration_bins, metrics["ece"], f"{split} reliability"
+                ),
+            }
+            if split == "test":
+                raw_test_images = datamodule.load()[2]  # uint8, in the test split's order
+                figures["misclassified"] = plot_misclassified(
+                    raw_test_images, probs, y.cpu(), classes, cfg.misclassified
+                )
+            for name, fig in figures.items():
+                fig.savefig(out_dir / f"{split}_{name}.png", dpi=100)
+                writer.add_figure(f"eval/{split}/{name}", fig, step)  # closes the figure
+    (out_dir / "metrics.yaml").write_text(OmegaConf.to_yaml(results))
+    return results
+
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        results = evaluate(cfg)
+    except EvaluationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    summary = ", ".join(
+        f"{s}/acc {results[s]['acc']:.4f}, {s}/ece {results[s]['ece']:.4f}"
+        for s in ("val", "test") if s in results
+    )  # fmt: skip
+    log.info(f"{summary} | written to {Path(cfg.run) / 'eval'}")
+
+
+if __name__ == "__main__":
+    main()
