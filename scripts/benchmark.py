@@ -45,6 +45,7 @@ apply to both variants (the project through its config).
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -137,11 +138,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def quiet_logs(levels: dict[str, int]):
+    """Set these loggers' levels for the benchmark, and give them back after (``main`` also runs
+    inside other processes, e.g. the tests)."""
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(levels[name])
+    try:
+        yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(before[name])
+
+
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    for name in ("pytorch_lightning", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("src").setLevel(logging.WARNING)
+    quiet = {"pytorch_lightning": logging.ERROR, "lightning": logging.ERROR, "src": logging.WARNING}
+    with quiet_logs(quiet):
+        return measure_and_report(args)
+
+
+def measure_and_report(args: argparse.Namespace) -> str:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
         bench = Benchmark(args, Path(tmp))
