@@ -32,8 +32,9 @@ RECIPES = {
     "mlp_deep": {"model.hidden_units": [512, 512, 256], "model.neg_slope": 0.0,
                  "optimizer.lr": 1e-4, "trainer.max_steps": 5000, "data.val_size": 5000},
     "mlp_tuned": {"model._target_": "src.models.MLP", "data.val_size": 5000,
-                  "model.hidden_units": [512, 512, 256], "model.dropout": 0.2,
-                  "optimizer._target_": "torch.optim.Adam", "data.normalize": "standardize"},
+                  "model.hidden_units": [1024, 512, 256], "model.norm": "torch",
+                  "optimizer._target_": "torch.optim.Adam", "data.normalize": "standardize",
+                  "trainer.max_steps": 4000},
     "mlp_batchnorm": {"model.norm": "manual", "data.val_size": 5000},
 }  # fmt: skip
 
