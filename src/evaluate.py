@@ -122,7 +122,8 @@ def reliability(probs: Tensor, y: Tensor, bins: int) -> tuple[Tensor, Tensor, Te
 def plot_confusion(matrix: list[list[int]], classes: list[str], title: str) -> plt.Figure:
     m = torch.tensor(matrix, dtype=torch.float)
     fig, ax = plt.subplots(figsize=(7, 6))
-    image = ax.imshow(m / m.sum(dim=1, keepdim=True).clamp(min=1), cmap="Blues", vmin=0, vmax=1)
+    shares = (m / m.sum(dim=1, keepdim=True).clamp(min=1)).numpy()  # matplotlib takes NumPy
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in zip(torch.cartesian_prod(*[torch.arange(len(m))] * 2).tolist(),
                              m.flatten().tolist(), strict=True):  # fmt: skip
         ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=7)
@@ -136,8 +137,9 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], title: str) -> p
 
 
 def plot_reliability(probs: Tensor, y: Tensor, bins: int, ece: float, title: str) -> plt.Figure:
-    mean_conf, accuracy, count = reliability(probs, y, bins)
-    centers = (torch.arange(bins) + 0.5) / bins
+    # NumPy arrays for matplotlib (tensors go through a deprecated __array__ path there).
+    mean_conf, accuracy, count = (t.numpy() for t in reliability(probs, y, bins))
+    centers = ((torch.arange(bins) + 0.5) / bins).numpy()
     fig, ax = plt.subplots(figsize=(5, 5))
     used = count > 0
     ax.bar(centers[used], accuracy[used], width=1 / bins, edgecolor="black", label="accuracy")
