@@ -62,6 +62,12 @@ def check_run(cfg: DictConfig) -> dict | None:
             check_compile(device, numpy_model)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if cfg.trainer.get("sync_batchnorm", False) and device.type != "cuda":
+        # Lightning would fail inside the DDP set-up with a stack trace.
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU "
+            "version); on CPU each process normalises with its own share of the batch"
+        )
     check_optimizer(cfg.optimizer, numpy_model)
     if cfg.ckpt_path is None:
         return None

@@ -87,3 +87,14 @@ def test_missing_cifar10_without_network_is_one_sentence(tmp_path):
     assert result.returncode == 1
     assert "error: CIFAR-10 not found in" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_synchronised_batch_norm_on_cpu_is_one_sentence(tmp_path, monkeypatch, capsys):
+    args = ["data=fake", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    args += ["trainer.sync_batchnorm=true", "model.norm=torch", f"paths.output_root={tmp_path}"]
+    with pytest.raises(SystemExit) as exit_:
+        run_main(*args, monkeypatch=monkeypatch)
+    assert exit_.value.code == 1
+    stderr = capsys.readouterr().err
+    assert "trainer.sync_batchnorm=true needs CUDA GPUs" in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
