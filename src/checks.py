@@ -68,7 +68,7 @@ def check_run(cfg: DictConfig) -> dict | None:
             "trainer.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU "
             "version); on CPU each process normalises with its own share of the batch"
         )
-    check_optimizer(cfg.optimizer, numpy_model)
+    check_optimizer(cfg.optimizer, numpy_model, cfg.get("scheduler"))
     if cfg.ckpt_path is None:
         return None
     checkpoint = read_checkpoint(cfg.ckpt_path, cfg.model._target_)
@@ -98,18 +98,28 @@ def check_data(data: DictConfig) -> None:
     instantiate_node(data, "data").prepare_data()
 
 
-def check_optimizer(optimizer: DictConfig, numpy_model: bool) -> None:
-    """Run the optimizer's own argument checks (e.g. a negative lr) now, not at the first step.
+def check_optimizer(
+    optimizer: DictConfig, numpy_model: bool, scheduler: DictConfig | None = None
+) -> None:
+    """Run the optimizer's and the learning-rate schedule's own argument checks (e.g. a negative
+    lr, a negative warm-up) now, not at the first step.
 
     A torch optimizer checks its settings on construction, and needs a parameter for it: it is
-    given a one-element stand-in. The NumPy SGD checks its settings before looking at modules.
+    given a one-element stand-in, and the schedule is built on that optimizer. The NumPy SGD
+    checks its settings before looking at modules (its classifier refuses schedules).
     """
     factory = instantiate_node(optimizer, "optimizer")
     stand_in = [] if numpy_model else [nn.Parameter(torch.zeros(1))]
     try:
-        factory(stand_in)
+        stand_in_optimizer = factory(stand_in)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"optimizer: {e}") from None
+    if scheduler is None or numpy_model:
+        return
+    try:
+        instantiate_node(scheduler, "scheduler")(stand_in_optimizer)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"scheduler: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------

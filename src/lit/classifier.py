@@ -55,9 +55,7 @@ class Classifier(pl.LightningModule):
     ):
         super().__init__()
         self.net, self.optimizer_factory = net, optimizer
-        self.scheduler_factory = scheduler
-        if scheduler is not None:  # its settings are checked on construction: fail now, not later
-            scheduler(optimizer(net.parameters()))
+        self.scheduler_factory = scheduler  # its settings are checked before a run (src.checks)
         self.metrics = nn.ModuleDict(
             {split: eval_metrics(num_classes) for split in ("val", "test", "final_test")}
         )
