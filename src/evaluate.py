@@ -40,14 +40,6 @@ class EvaluationError(ValueError):
     """A run or checkpoint that cannot be evaluated; the message says why."""
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint without running any of its code (``src.checks.load_checkpoint``)."""
-    try:
-        return checks.load_checkpoint(path)
-    except CheckpointError as e:
-        raise EvaluationError(f"ckpt_path={e}") from None
-
-
 def selected_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a run tested: its best on validation when it selected one, else its last."""
     best = sorted((run_dir / "checkpoints").glob("best-step*.ckpt"))
@@ -62,13 +54,7 @@ def run_config(run_dir: Path) -> DictConfig:
 
 
 def build_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
-    """The run's classifier with the checkpoint's weights; refuse a checkpoint of another model."""
-    trained = checkpoint.get("tags", {}).get("model") if isinstance(checkpoint, dict) else None
-    if trained != cfg.model._target_:
-        raise EvaluationError(
-            f"ckpt_path={path} holds a {trained or 'foreign'} model, but the run trained "
-            f"{cfg.model._target_}"
-        )
+    """The run's classifier with the weights of ``checkpoint`` (read by ``read_checkpoint``)."""
     net = instantiate(cfg.model)
     classifier = instantiate(cfg.classifier, net=net, optimizer=instantiate(cfg.optimizer))
     try:
@@ -179,7 +165,10 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run)
     train_cfg = run_config(run_dir)
     path = Path(cfg.ckpt_path) if cfg.ckpt_path else selected_checkpoint(run_dir)
-    checkpoint = load_checkpoint(path)
+    try:  # read without running its code, and refused if it holds another model
+        checkpoint = checks.read_checkpoint(path, train_cfg.model._target_)
+    except CheckpointError as e:
+        raise EvaluationError(str(e)) from None
     classifier = build_classifier(train_cfg, checkpoint, path)
 
     datamodule = instantiate(train_cfg.data)

@@ -131,7 +131,7 @@ def test_a_missing_or_foreign_checkpoint_is_one_sentence(mlp_run, tmp_path, monk
     torch.save({"state_dict": {}, "tags": {"model": "src.models.ConvNet"}}, tmp_path / "c.ckpt")
     cases = [
         (f"ckpt_path={tmp_path / 'none.ckpt'}", "none.ckpt: no such checkpoint"),
-        (f"ckpt_path={tmp_path / 'c.ckpt'}", "holds a src.models.ConvNet model, but the run"),
+        (f"ckpt_path={tmp_path / 'c.ckpt'}", "ConvNet model, but this run trains"),
     ]
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     cases.append((f"ckpt_path={tmp_path / 'junk.ckpt'}", "is not a readable checkpoint"))
