@@ -3,6 +3,7 @@
     python scripts/benchmark.py [--fake] [--data-root data] [--models mlp,convnet]
                                 [--steps 40] [--repeats 5] [--device auto|cpu|cuda]
                                 [--precision 32|bf16-mixed|16-mixed] [--compile]
+                                [--whole-runs linear,mlp_numpy,mlp] [--multirun 10]
 
 For each model it builds a run exactly as ``python -m src.train`` does (``src.train.build`` on the
 composed Hydra config: the same data module, classifier, callbacks, TensorBoard logger and trainer)
@@ -31,13 +32,21 @@ Measured, and printed as Markdown tables:
 - how much of the default MLP's run goes into its validation intervals (validation split and test
   set every ``trainer.val_check_interval`` steps, checkpoints included): a real fit of two
   intervals, each step timed; an interval's cost is its step's time minus the median step.
+- whole runs, timed from outside: ``python -m src.train`` of 200 and of 3,200 steps in
+  subprocesses (no validation, no test), and the difference of their training times per step,
+  beside a bare loop of 3,000 steps; project minus bare is the framework's fixed cost per step.
+  The ``linear`` model (one linear layer, batch 8) has next to no compute, so its step is that
+  fixed cost. See ``scripts/bench/whole_runs.py``.
+- with ``--multirun JOBS``: a JOBS-job multirun of the default MLP against one run of it, and
+  the budget it is held to (JOBS runs' training and evaluation, one start-up, 1 s a job).
 - start-up: seconds from launching ``python -m src.train ... trainer.max_steps=1`` to its first
   training step (a ``scripts.bench.timing.Milestones`` callback added on the command line prints
   the moment), beside ``python -c "import torch"`` and ``python -c "import pytorch_lightning"``
   as the floors no project code can go under; and the data module's ``load()`` and ``setup()``
   in this process (CIFAR-10 read from the standard python files, split, normalised).
 
-Each of these is measured by one module of ``scripts/bench/`` (steps, evaluation, startup), and
+Each of these is measured by one module of ``scripts/bench/`` (steps, evaluation, whole_runs,
+multirun, startup), and
 ``scripts/bench/report.py`` renders the tables. The NumPy MLP (``model=mlp_numpy``) runs on the CPU
 in full precision only, and is skipped with other options. On a GPU the data module holds the
 data on the device, and both variants read batches from there; ``--precision`` and ``--compile``
@@ -75,10 +84,12 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 
 from scripts.bench.evaluation import measure_test_passes, measure_validation_shares  # noqa: E402
+from scripts.bench.multirun import measure_multirun  # noqa: E402
 from scripts.bench.report import render  # noqa: E402
 from scripts.bench.settings import MODELS, Benchmark, log  # noqa: E402
 from scripts.bench.startup import STARTUP_KEYS, data_loading, startup  # noqa: E402, F401
 from scripts.bench.steps import measure_steps  # noqa: E402
+from scripts.bench.whole_runs import WHOLE_RUN_MODELS, measure_whole_runs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,6 +123,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="steps between validations in the validation-share fit (default: the model's)",
     )
+    p.add_argument(
+        "--whole-runs",
+        default=",".join(WHOLE_RUN_MODELS),
+        help="models also timed as whole python -m src.train runs (empty: none)",
+    )
+    p.add_argument(
+        "--whole-run-steps",
+        default="200,3200",
+        help="the short and the long run's max_steps; their difference gives ms per step",
+    )
+    p.add_argument("--whole-run-repeats", type=int, default=2, help="short/long pairs per model")
+    p.add_argument(
+        "--multirun",
+        type=int,
+        default=0,
+        metavar="JOBS",
+        help="also time a JOBS-job multirun of the default MLP against one run (0: skip)",
+    )
     p.add_argument("--output", type=Path, help="also write the report to this Markdown file")
     args = p.parse_args(argv)
     if args.device == "auto":
@@ -135,6 +164,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.repeats < 1 or args.warmup < 0:
         p.error("--steps and --repeats must be positive, --warmup non-negative")
     args.models = names
+    args.whole_runs = [m.strip() for m in args.whole_runs.split(",") if m.strip() in names]
+    try:
+        args.whole_run_steps = sorted(int(n) for n in args.whole_run_steps.split(","))
+    except ValueError:
+        args.whole_run_steps = []
+    if (
+        len(args.whole_run_steps) != 2
+        or args.whole_run_steps[0] < 1
+        or len(set(args.whole_run_steps)) != 2
+    ):
+        p.error("--whole-run-steps takes two different positive step counts, e.g. 200,3200")
+    if args.multirun < 0 or args.whole_run_repeats < 0:
+        p.error("--multirun and --whole-run-repeats must not be negative")
     return args
 
 
@@ -172,11 +214,18 @@ def measure_and_report(args: argparse.Namespace) -> str:
         measure_test_passes(settings, runs, args.eval_repeats)
         eval_share = not args.no_eval_share and "mlp" in args.models
         shares = measure_validation_shares(bench) if eval_share else []
+        whole = {}
+        if args.whole_runs and args.whole_run_repeats:
+            chosen = [s for s in settings if s.name in args.whole_runs]
+            short, long = args.whole_run_steps
+            whole = measure_whole_runs(bench, chosen, runs, short, long, args.whole_run_repeats)
+        multirun = measure_multirun(bench, args.multirun) if args.multirun else None
         log("data loading")
         loads = data_loading(bench, 3)
         log("start-up")
         starts = startup(bench, args.startup_repeats) if args.startup_repeats else None
-    report = render(args, settings, shares, starts, loads, time.perf_counter() - began)
+    seconds = time.perf_counter() - began
+    report = render(args, settings, shares, starts, loads, whole, multirun, seconds)
     print(report)
     if args.output:
         args.output.write_text(report + "\n")

@@ -92,7 +92,7 @@ def record_hparams(run: Run, cfg: DictConfig, metrics: dict[str, float]) -> None
     if isinstance(logger, TensorBoardLogger) and run.trainer.is_global_zero:
         params = runs.hyperparameters(cfg, runs.config_choices(Path(cfg.paths.output_dir)))
         runs.log_hparams(logger, params, metrics)
-        logger.save()
+        logger.experiment.flush()  # now: the project's logger flushes its saves only now and then
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

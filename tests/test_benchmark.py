@@ -33,6 +33,7 @@ def test_benchmark_smoke_on_fake_data(bench_script, tmp_path: Path, keep_threads
     argv = ["--fake", "--models", "mlp,convnet", "--steps", "2", "--warmup", "1"]
     argv += ["--repeats", "2", "--eval-repeats", "1", "--startup-repeats", "0"]
     argv += ["--eval-interval", "4", "--threads", "1", "--device", "cpu", "--output", str(out)]
+    argv += ["--whole-run-repeats", "0"]  # subprocess runs: tested on their own below (slow)
     report = bench_script.main(argv)
     assert out.read_text() == report + "\n"
     lines = report.splitlines()
@@ -67,3 +68,47 @@ def test_startup_is_timed_to_the_first_step(bench_script, tmp_path: Path):
     assert set(starts) == set(bench_script.STARTUP_KEYS)
     built, data, first = (starts[k][0][0] for k in ("built", "data", "first_step"))
     assert 0 < built <= data <= first
+
+
+def test_benchmark_refuses_bad_whole_run_steps(bench_script):
+    for steps in ("200", "200,200", "0,100", "a,b"):
+        with pytest.raises(SystemExit):
+            bench_script.parse_args(["--whole-run-steps", steps])
+    assert bench_script.parse_args(["--whole-run-steps", "300,100"]).whole_run_steps == [100, 300]
+
+
+def test_whole_runs_only_time_models_that_are_benchmarked(bench_script):
+    args = bench_script.parse_args(["--models", "mlp,convnet", "--whole-runs", "linear,mlp"])
+    assert args.whole_runs == ["mlp"]
+
+
+@pytest.mark.slow  # four fresh processes import torch and Lightning: about 40 s on 2 cores
+def test_whole_runs_and_multirun_are_timed_from_outside(bench_script, tmp_path: Path):
+    """A short and a long ``python -m src.train`` of the near-zero-compute model, and a 2-job
+    multirun beside one run: every number is there, and the report's tables show them."""
+    from scripts.bench.multirun import measure_multirun
+    from scripts.bench.steps import measure_steps
+    from scripts.bench.whole_runs import measure_whole_runs
+
+    args = bench_script.parse_args(["--fake", "--device", "cpu", "--models", "linear"])
+    args.steps, args.warmup = 2, 1
+    bench = bench_script.Benchmark(args, tmp_path)
+    settings = [bench.setting("linear")]
+    runs = measure_steps(bench, settings, repeats=1)
+    whole = measure_whole_runs(bench, settings, runs, short=2, long=12, repeats=1)
+    w = whole["linear"]
+    assert (w.short, w.long) == (2, 12)
+    # Ten more steps take time in the project and in the bare loop (a run of 12 steps does more
+    # than one of 2); the bare loop's steps are real ones.
+    assert w.project_ms[0] > 0 and w.process_ms[0] != 0 and w.bare_ms[0] > 0
+    multirun = measure_multirun(
+        bench, 2, extra=("trainer.max_steps=3", "trainer.val_check_interval=3")
+    )
+    assert multirun["jobs"] == 2
+    assert 0 < multirun["startup_s"] < multirun["single_s"] < multirun["multirun_s"]
+    assert (tmp_path / "multirun" / "sweep" / "1" / "run.yaml").is_file()  # both jobs ran
+    from scripts.bench.report import multirun_table, targets_table, whole_run_table
+
+    assert "| Linear, batch 8 (fixed cost) |" in whole_run_table(whole, settings)
+    assert "2-job multirun" in targets_table(settings, [], None, None, True, whole, multirun)
+    assert "| one run s (start-up s) |" in multirun_table(multirun)

@@ -20,12 +20,15 @@ from src.config import compose
 
 #: The models, as overrides of the real config.
 MODELS: dict[str, list[str]] = {
+    # Near-zero compute (one linear layer, 8 images a step): its step is the framework's fixed cost.
+    "linear": ["model=mlp", "model.hidden_units=[]", "data.batch_size=8"],
     "mlp_numpy": ["model=mlp_numpy"],
     "mlp": ["model=mlp"],
     "mlp_512_512_256": ["model=mlp", "model.hidden_units=[512,512,256]"],
     "convnet": ["model=convnet"],
 }
 LABELS = {
+    "linear": "Linear, batch 8 (fixed cost)",
     "mlp_numpy": "NumPy MLP [100]",
     "mlp": "MLP [100] (default)",
     "mlp_512_512_256": "MLP [512,512,256]",

@@ -166,7 +166,8 @@ class Milestones(pl.Callback):
     For a start-up benchmark that launches ``python -m src.train`` in a subprocess with
     ``+callbacks.milestones._target_=scripts.bench.timing.Milestones``: ``built`` when the
     callbacks are instantiated (imports, config, model built), ``setup`` when the data is
-    loaded, ``first_step`` when the first training batch is about to be computed. The CPU
+    loaded, ``first_step`` when the first training batch is about to be computed, ``train_end``
+    when the last step (and its checkpoint) is done. The CPU
     seconds are the process's (all threads) since it started: on a busy machine they show what
     the wall time would be on an idle one.
     """
@@ -188,6 +189,9 @@ class Milestones(pl.Callback):
         if not self._seen_first:
             self._seen_first = True
             self._stamp("first_step")
+
+    def on_train_end(self, trainer: pl.Trainer, *_: Any) -> None:
+        self._stamp("train_end")
 
     @classmethod
     def parse(cls, output: str) -> dict[str, tuple[float, float]]:

@@ -1,4 +1,5 @@
-"""LightningModules: one per way of training (autograd here; hand-written NumPy later)."""
+"""The Lightning side: one LightningModule per way of training (autograd, hand-written NumPy),
+the callbacks, and the logger."""
 
 from src.lit.callbacks import StepProgressBar
 from src.lit.classifier import Classifier

@@ -43,6 +43,12 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         pass  # no reset at epoch boundaries
 
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        # The classifier writes its training metrics to the loggers itself (Classifier._log_train),
+        # so Lightning's progress-bar metrics hold only what self.log gave (validation).
+        train = getattr(pl_module, "train_metrics", {})
+        return {**train, **super().get_metrics(trainer, pl_module)}
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any):
         bar, step = self.train_progress_bar, trainer.global_step
         if self.is_enabled and (step % self.refresh_rate == 0 or step == bar.total):
@@ -174,7 +180,7 @@ class StopOnSignal(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         self._restore_handlers()
         if self.received is not None and isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.checkpoint_path)
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # a full one
             name = signal.Signals(self.received).name
             exception.args = (
                 f"{name} received: stopped after step {trainer.global_step} and saved "

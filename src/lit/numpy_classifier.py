@@ -57,6 +57,17 @@ class NumpyClassifier(Classifier):
         self.numpy_optimizer = optimizer(net.parameters())
         self.criterion = CrossEntropyModule()
 
+    def setup(self, stage: str) -> None:
+        # NumPy computes this model, in its BLAS threads. Torch only gathers the batches, but its
+        # OpenMP threads, once woken, spin-wait for more work on the same cores as NumPy's: on the
+        # 2-core machine a step took 3.4x its bare loop's CPU time (docs/benchmark.md). So torch
+        # runs on one thread while this model trains or evaluates, and gets its threads back after.
+        self._torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def teardown(self, stage: str) -> None:
+        torch.set_num_threads(getattr(self, "_torch_threads", torch.get_num_threads()))
+
     def configure_optimizers(self) -> None:
         # Nothing here for torch to optimise; Lightning then stands in a no-op optimizer, which
         # training_step steps to count its updates (see there).
