@@ -1,12 +1,14 @@
 """Where the framework's fixed cost per training step goes: a ladder from a bare loop to a run of
 ``python -m src.train``, one layer at a time.
 
-    python scripts/fixed_cost.py [--fake] [--data-root data] [--repeats 3] [--threads 1]
+    python scripts/fixed_cost.py [--model linear|mlp] [--fake] [--data-root data] [--repeats 3]
+                                 [--threads 1]
 
 The model is the benchmark's near-zero-compute one (one linear layer, batch 8), so a step is
-almost all framework. Each rung is a real ``trainer.fit`` of the project's run (``src.train.build``:
-the same data module and classifier), timed for a short and a long fit whose difference gives the
-cost of one more step; minus the bare loop's step, that is the rung's fixed cost:
+almost all framework; ``--model mlp`` takes the default MLP instead. Each rung is a real
+``trainer.fit`` of the project's run (``src.train.build``: the same data module and classifier),
+timed for a short and a long fit whose difference gives the cost of one more step; minus the bare
+loop's step, that is the rung's fixed cost:
 
 1. ``bare``: ``scripts.bench.loops.bare_torch_steps`` on the same tensors;
 2. ``lightning``: Lightning's ``Trainer`` alone: no logger, no callbacks, no progress bar, no
@@ -40,6 +42,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
 import src.train  # noqa: E402
 from scripts.bench.loops import bare_torch_steps  # noqa: E402
+from scripts.bench.settings import LABELS, MODELS  # noqa: E402
 from src.config import compose  # noqa: E402
 from src.lit import Classifier  # noqa: E402
 
@@ -90,7 +93,7 @@ def fit_seconds(args, rung: str, steps: int) -> tuple[float, float, tuple]:
     data = (
         ["data=fake", "data.num_train=5000"] if args.fake else [f"paths.data_dir={args.data_root}"]
     )
-    overrides = ["model=mlp", "model.hidden_units=[]", "data.batch_size=8", *data]
+    overrides = [*MODELS[args.model], *data]
     overrides += [
         f"trainer.max_steps={steps}",
         "trainer.val_check_interval=1000000000",
@@ -120,6 +123,17 @@ def fit_seconds(args, rung: str, steps: int) -> tuple[float, float, tuple]:
             return seconds, cpu, run.datamodule.splits["train"]
 
 
+def bare_parts(args) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """The bare loop's network, optimizer and batch size: those of the model's config."""
+    from hydra.utils import instantiate
+
+    cfg = compose(
+        MODELS[args.model] + (["data=fake"] if args.fake else []), Path(tempfile.mkdtemp())
+    )
+    net = instantiate(cfg.model)
+    return net, instantiate(cfg.optimizer)(net.parameters()), int(cfg.data.batch_size)
+
+
 RUNGS = {
     "lightning": "Lightning's Trainer alone (automatic optimisation)",
     "manual": "Lightning's Trainer alone, manual-optimisation step",
@@ -130,6 +144,7 @@ RUNGS = {
 
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="linear", choices=("linear", "mlp"))
     p.add_argument("--fake", action="store_true", help="synthetic data (data=fake)")
     p.add_argument("--data-root", default="data")
     p.add_argument("--repeats", type=int, default=3)
@@ -151,17 +166,16 @@ def main(argv: list[str] | None = None) -> str:
             wall[rung].append((w1 - w0) / (long - short) * 1e6)
             cpu[rung].append((c1 - c0) / (long - short) * 1e6)
             print(f"round {r + 1}: {rung} {wall[rung][-1]:.0f} us/step", file=sys.stderr)
-        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 10))
-        optimizer = torch.optim.SGD(net.parameters(), lr=1e-2)
+        net, optimizer, batch_size = bare_parts(args)
         generator = torch.Generator().manual_seed(r)
         c0, w0 = time.process_time(), time.perf_counter()
-        bare_torch_steps(net, optimizer, x, y, 8, long - short, generator)
+        bare_torch_steps(net, optimizer, x, y, batch_size, long - short, generator)
         wall["bare"].append((time.perf_counter() - w0) / (long - short) * 1e6)
         cpu["bare"].append((time.process_time() - c0) / (long - short) * 1e6)
     med = statistics.median
     bare_wall, bare_cpu = med(wall["bare"]), med(cpu["bare"])
     lines = [
-        f"Fixed cost per training step, near-zero-compute model (linear, batch 8), {args.threads} "
+        f"Fixed cost per training step, {LABELS[args.model]}, {args.threads} "
         f"thread(s); fits of {short} and {long} steps, medians of {args.repeats}.",
         "",
         "| rung | µs/step | fixed cost µs/step (CPU µs) |",

@@ -112,3 +112,16 @@ def test_whole_runs_and_multirun_are_timed_from_outside(bench_script, tmp_path: 
     assert "| Linear, batch 8 (fixed cost) |" in whole_run_table(whole, settings)
     assert "2-job multirun" in targets_table(settings, [], None, None, True, whole, multirun)
     assert "| one run s (start-up s) |" in multirun_table(multirun)
+
+
+def test_compare_checkouts_refuses_a_folder_that_is_no_checkout(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compare", ROOT / "scripts" / "compare_checkouts.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main([str(ROOT), str(tmp_path)])
+    assert "is not a checkout of this project" in capsys.readouterr().err

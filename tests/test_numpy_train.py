@@ -118,3 +118,31 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, fa
     for name, value in expected.items():
         np.testing.assert_array_equal(got[name], value)
     assert not np.array_equal(numpy_params(last)["layers.0.weight"], expected["layers.0.weight"])
+
+
+def test_torch_runs_on_one_thread_while_the_numpy_model_trains(tmp_path, fast_overrides):
+    """NumPy computes the model; torch's OpenMP threads would only spin against NumPy's BLAS
+    threads. One torch thread during fit and test, and the caller's setting back after."""
+    import pytorch_lightning as pl
+
+    seen: list[int] = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_end(self, *_):
+            seen.append(torch.get_num_threads())
+
+        def on_test_batch_end(self, *_):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = compose_cfg(*fast_overrides, "model=mlp_numpy", output_dir=tmp_path / "run")
+        run = build(cfg)
+        run.trainer.callbacks.append(Probe())
+        run.trainer.fit(run.classifier, datamodule=run.datamodule)
+        run.trainer.test(run.classifier, datamodule=run.datamodule, verbose=False)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -104,9 +104,12 @@ def multirun_table(m: dict | None) -> str:
     return "\n".join(
         [
             f"A sweep: a {m['jobs']}-job multirun of the default MLP (`-m seed=0,...`, basic "
-            "launcher) against one run of it.",
+            "launcher) against one run of it. One run's work is its time from launch minus its "
+            "start-up (launch to first step), so it includes the process's exit and its first "
+            "calls' warm-up, which a multirun pays once: the cost per job beyond it can be "
+            "negative.",
             "",
-            "| one run s (start-up s) | multirun s | budget s | Hydra's cost per job s |",
+            "| one run s (start-up s) | multirun s | budget s | per job beyond one run's work s |",
             "|---:|---:|---:|---:|",
             f"| {m['single_s']:.1f} ({m['startup_s']:.1f}) | {m['multirun_s']:.1f} "
             f"| {m['budget_s']:.1f} | {m['per_job_overhead_s']:.2f} |",
