@@ -83,11 +83,14 @@ grep -E "::|passed|failed|skipped|collected|error" "$work/step.log" | sed 's/^/ 
 # 2. The benchmark, per precision / compile, each model beside its bare loop.
 if $dry_run; then
     bench_size=(--fake --models mlp_numpy,mlp --steps 2 --warmup 1 --repeats 1
-                --eval-repeats 1 --startup-repeats 0 --no-eval-share --threads 1)
+                --eval-repeats 1 --startup-repeats 0 --no-eval-share --threads 1
+                --whole-run-repeats 0)
     variants=("32-true")  # compile and bf16 on a CPU take minutes and test nothing of the GPU
 else
     bench_size=("${data_args[@]}" --repeats 3 --startup-repeats 1)
-    variants=("32-true" "bf16-mixed" "32-true --compile")
+    # Whole runs (subprocesses of 200 and 3,200 steps: the fixed cost per step) once, in fp32.
+    variants=("32-true --whole-run-repeats 1" "bf16-mixed --whole-run-repeats 0"
+              "32-true --compile --whole-run-repeats 0")
 fi
 for variant in "${variants[@]}"; do
     read -r precision extra <<<"$variant"
