@@ -23,14 +23,11 @@ Rungs run in turn and repeat; medians are reported. Measured in wall and CPU tim
 """
 
 import argparse
-import contextlib
-import io
 import logging
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +39,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
 import src.train  # noqa: E402
 from scripts.bench.loops import bare_torch_steps  # noqa: E402
-from scripts.bench.settings import LABELS, MODELS  # noqa: E402
+from scripts.bench.settings import LABELS, MODELS, quiet  # noqa: E402
 from src.config import compose  # noqa: E402
 from src.lit import Classifier  # noqa: E402
 
@@ -104,13 +101,7 @@ def fit_seconds(args, rung: str, steps: int) -> tuple[float, float, tuple]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(overrides, Path(tmp))
         HydraConfig().set_config(cfg)
-        sink = io.StringIO()
-        with (
-            contextlib.redirect_stdout(sink),
-            contextlib.redirect_stderr(sink),
-            warnings.catch_warnings(),
-        ):
-            warnings.simplefilter("ignore")
+        with quiet():
             run = src.train.build(cfg)
             classifier, trainer = run.classifier, run.trainer
             if rung in ("lightning", "manual"):

@@ -125,3 +125,21 @@ def test_compare_checkouts_refuses_a_folder_that_is_no_checkout(tmp_path, capsys
     with pytest.raises(SystemExit):
         module.main([str(ROOT), str(tmp_path)])
     assert "is not a checkout of this project" in capsys.readouterr().err
+
+
+def test_fixed_cost_ladder_reports_every_rung(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fixed_cost", ROOT / "scripts" / "fixed_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        report = module.main(["--fake", "--repeats", "1", "--steps", "4,12"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "rung" not in line]
+    assert len(rows) == 1 + len(module.RUNGS)  # the bare loop, then each rung
+    # µs per step of every rung, measured (too few steps here for their values to mean much)
+    assert all(row.split("|")[2].strip().lstrip("-").isdigit() for row in rows)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == list(module.RUNGS.values())
