@@ -180,3 +180,19 @@ def test_a_bad_storage_url_is_one_line_and_a_non_zero_exit(fast_overrides, tmp_p
     assert err.strip().splitlines() == [err.strip()] and "Traceback" not in err
     assert err.startswith("error: hydra.sweeper.storage=nosuchdb://host/x cannot be opened")
     assert not sweep.exists()  # refused before any work
+
+
+def test_a_sweep_whose_trials_keep_failing_stops(fast_overrides, tmp_path, monkeypatch, capsys):
+    """A broken setting fails every trial in seconds: the sweep stops after
+    ``max_consecutive_failures`` of them instead of spending all ``n_trials`` on failures."""
+    sweep = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_info:
+        run_main("-m", *fast_overrides, *SEARCH, "optimizer.lr=-1", "hydra.sweeper.n_trials=10",
+                 "hydra.sweeper.max_consecutive_failures=2", f"hydra.sweep.dir={sweep}",
+                 monkeypatch=monkeypatch)  # fmt: skip
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: the last 2 trials failed (the last: trial 1: ")
+    assert "ConfigError: optimizer: Invalid learning rate: -1" in error
+    trials = load(sweep).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]

@@ -20,6 +20,10 @@ class StudySweeperConf:
     # Trials of the whole study (completed, pruned, or failed by their own error), over every
     # invocation and process: a rerun continues up to this number.
     n_trials: int = 20
+    # Stop the sweep (exit status 1) once this many trials in a row have failed by their own error
+    # (a broken config or code fails every trial in seconds, and each failure counts towards
+    # n_trials); 0: never stop.
+    max_consecutive_failures: int = 5
     # Trials handed to the launcher at once (with hydra/launcher=joblib, its n_jobs).
     n_jobs: int = 1
     # Any optuna.samplers class, built with hydra.utils.instantiate.

@@ -136,6 +136,7 @@ class StudySweeper(Sweeper):
         study_name: str,
         storage: str | None,
         n_trials: int,
+        max_consecutive_failures: int,
         n_jobs: int,
         sampler: Any,
         pruner: Any,
@@ -145,6 +146,8 @@ class StudySweeper(Sweeper):
     ) -> None:
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.max_consecutive_failures = max_consecutive_failures
+        self.failures_in_a_row, self.last_failure = 0, ""  # of this process's trials
         self.sampler_conf, self.pruner_conf = sampler, pruner
         self.params = params or {}
         self.trial_callback = trial_callback
@@ -305,6 +308,14 @@ class StudySweeper(Sweeper):
             self.trials_run += len(batch)
             self.overhead_s += time.perf_counter() - tick
             self._write_results(study)
+            limit = self.max_consecutive_failures
+            if limit and self.failures_in_a_row >= limit:
+                raise StudyError(
+                    f"the last {self.failures_in_a_row} trials failed (the last: "
+                    f"{self.last_failure}); the sweep stopped rather than spend the study's "
+                    "trials on failures: fix the cause, and the same command continues the study "
+                    "(failed trials count towards n_trials)"
+                )
         self._write_results(study)
 
     @contextlib.contextmanager
@@ -360,13 +371,16 @@ class StudySweeper(Sweeper):
         for key, seconds in timing.items():
             trial.set_user_attr(key, round(seconds, 4))
         attrs = self.storage_obj.get_trial_user_attrs(self._id(trial))
+        self.failures_in_a_row += 1  # reset below where the trial ended well
         if "pruned_at_step" in attrs:  # set by the job's callback when the pruner stopped it
+            self.failures_in_a_row = 0
             self._finish(study, trial, TrialState.PRUNED)
             log.info(f"trial {trial.number}: pruned at step {attrs['pruned_at_step']}")
             return
         try:
             returned = ret.return_value  # raises the job's exception if it failed
         except Exception as e:
+            self.last_failure = f"trial {trial.number}: {type(e).__name__}: {e}"
             log.warning(f"trial {trial.number} failed: {type(e).__name__}: {e}")
             self._finish(study, trial, TrialState.FAIL)
             return
@@ -375,9 +389,11 @@ class StudySweeper(Sweeper):
         except (TypeError, ValueError):
             value = math.nan
         if math.isnan(value):
-            log.warning(f"trial {trial.number} returned {returned!r}, not a number")
+            self.last_failure = f"trial {trial.number} returned {returned!r}, not a number"
+            log.warning(self.last_failure)
             self._finish(study, trial, TrialState.FAIL)
             return
+        self.failures_in_a_row = 0
         self._finish(study, trial, TrialState.COMPLETE, value)
         log.info(f"trial {trial.number}: {value}")
 
