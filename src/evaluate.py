@@ -16,7 +16,6 @@ import hydra
 import matplotlib
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -24,6 +23,7 @@ from torchmetrics.classification import MulticlassCalibrationError, MulticlassCo
 
 from src import checks, runs  # runs registers the config resolver that run configs use
 from src.checks import CheckpointError
+from src.config import ConfigError
 from src.lit.numpy_classifier import NumpyClassifier
 
 matplotlib.use("Agg")  # files only, no display
@@ -55,8 +55,9 @@ def run_config(run_dir: Path) -> DictConfig:
 
 def build_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
     """The run's classifier with the weights of ``checkpoint`` (read by ``read_checkpoint``)."""
-    net = instantiate(cfg.model)
-    classifier = instantiate(cfg.classifier, net=net, optimizer=instantiate(cfg.optimizer))
+    net = checks.instantiate_node(cfg.model, "model")
+    optimizer = checks.instantiate_node(cfg.optimizer, "optimizer")
+    classifier = checks.instantiate_node(cfg.classifier, "classifier", net=net, optimizer=optimizer)
     try:
         classifier.load_state_dict(checkpoint["state_dict"])
         classifier.on_load_checkpoint(checkpoint)  # the NumPy MLP's arrays
@@ -169,9 +170,14 @@ def evaluate(cfg: DictConfig) -> dict:
         checkpoint = checks.read_checkpoint(path, train_cfg.model._target_)
     except CheckpointError as e:
         raise EvaluationError(str(e)) from None
-    classifier = build_classifier(train_cfg, checkpoint, path)
-
-    datamodule = instantiate(train_cfg.data)
+    try:
+        classifier = build_classifier(train_cfg, checkpoint, path)
+        datamodule = checks.instantiate_node(train_cfg.data, "data")
+    except ConfigError as e:  # e.g. a run of older code whose config this code reads otherwise
+        raise EvaluationError(
+            f"{run_dir}'s config does not build with this checkout ({e}): evaluate it with the "
+            "commit its run.yaml names"
+        ) from None
     datamodule.prepare_data()
     datamodule.setup("test")
     num_classes = int(train_cfg.model.n_classes)

@@ -150,3 +150,21 @@ def test_only_the_evaluation_entry_point_imports_matplotlib():
     src = Path(__file__).resolve().parents[1] / "src"
     users = {p.name for p in src.rglob("*.py") if "import matplotlib" in p.read_text()}
     assert users == {"evaluate.py"}
+
+
+def test_a_run_whose_config_this_code_cannot_build_is_one_sentence(
+    mlp_run, tmp_path, monkeypatch, capsys
+):
+    """A run of older code whose config lacks a key the classifier now needs."""
+    import shutil
+
+    old = tmp_path / "old_run"
+    shutil.copytree(mlp_run, old)
+    config = old / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("  num_classes: ${data.num_classes}\n", "", 1))
+    with pytest.raises(SystemExit) as exit_info:
+        run_evaluate(f"run={old}", monkeypatch=monkeypatch)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert "config does not build with this checkout (classifier: " in err
+    assert "num_classes" in err and "the commit its run.yaml names" in err
