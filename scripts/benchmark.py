@@ -54,7 +54,6 @@ apply to both variants (the project through its config).
 """
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -86,7 +85,7 @@ import torch  # noqa: E402
 from scripts.bench.evaluation import measure_test_passes, measure_validation_shares  # noqa: E402
 from scripts.bench.multirun import measure_multirun  # noqa: E402
 from scripts.bench.report import render  # noqa: E402
-from scripts.bench.settings import MODELS, Benchmark, log  # noqa: E402
+from scripts.bench.settings import MODELS, Benchmark, log, quiet_logs  # noqa: E402
 from scripts.bench.startup import STARTUP_KEYS, data_loading, startup  # noqa: E402, F401
 from scripts.bench.steps import measure_steps  # noqa: E402
 from scripts.bench.whole_runs import WHOLE_RUN_MODELS, measure_whole_runs  # noqa: E402
@@ -178,21 +177,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.multirun < 0 or args.whole_run_repeats < 0:
         p.error("--multirun and --whole-run-repeats must not be negative")
     return args
-
-
-@contextlib.contextmanager
-def quiet_logs(levels: dict[str, int]):
-    """Set these loggers' levels for the benchmark, and give them back after (``main`` also runs
-    inside other processes, e.g. the tests)."""
-    loggers = {name: logging.getLogger(name) for name in levels}
-    before = {name: logger.level for name, logger in loggers.items()}
-    for name, logger in loggers.items():
-        logger.setLevel(levels[name])
-    try:
-        yield
-    finally:
-        for name, logger in loggers.items():
-            logger.setLevel(before[name])
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -39,7 +39,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
 import src.train  # noqa: E402
 from scripts.bench.loops import bare_torch_steps  # noqa: E402
-from scripts.bench.settings import LABELS, MODELS, quiet  # noqa: E402
+from scripts.bench.settings import LABELS, MODELS, quiet, quiet_logs  # noqa: E402
 from src.config import compose  # noqa: E402
 from src.lit import Classifier  # noqa: E402
 
@@ -145,8 +145,11 @@ def main(argv: list[str] | None = None) -> str:
     args.data_root = str(Path(args.data_root).resolve())
     short, long = (int(n) for n in args.steps.split(","))
     torch.set_num_threads(args.threads)
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("src").setLevel(logging.WARNING)
+    with quiet_logs({"pytorch_lightning": logging.ERROR, "src": logging.WARNING}):
+        return measure(args, short, long)
+
+
+def measure(args: argparse.Namespace, short: int, long: int) -> str:
     *_, (x, y) = fit_seconds(args, "project", 20)  # warm-up; the tensors of the bare loop
     wall: dict[str, list[float]] = {k: [] for k in ["bare", *RUNGS]}
     cpu: dict[str, list[float]] = {k: [] for k in wall}

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import copy
 import io
+import logging
 import sys
 import time
 import warnings
@@ -58,6 +59,21 @@ def quiet():
     ):
         warnings.simplefilter("ignore")
         yield
+
+
+@contextlib.contextmanager
+def quiet_logs(levels: dict[str, int]):
+    """Set these loggers' levels for the benchmark, and give them back after (``main`` also runs
+    inside other processes, e.g. the tests)."""
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(levels[name])
+    try:
+        yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(before[name])
 
 
 @dataclass
