@@ -91,7 +91,8 @@ class Classifier(pl.LightningModule):
         a millisecond of Python per logging step on a CPU, for two numbers read once. Plotted at
         the update's number (1 for the first), like validation "after N updates", so a resumed run
         continues the curves at exactly the step after its checkpoint. The progress bar shows
-        ``train_metrics`` (``StepProgressBar``).
+        ``train_metrics`` (``StepProgressBar``); they are not in ``trainer.callback_metrics``, so
+        a callback cannot monitor them (checkpoints and pruning monitor validation metrics).
         """
         trainer = compat.attached_trainer(self)
         if trainer is None or not logs_this_step(trainer):
