@@ -26,9 +26,13 @@ def project_block(bench: Benchmark, s: Setting) -> tuple[float, float, tuple, Ru
     return timer.ms_per_step, timer.cpu_ms_per_step, (timer.peak_mib, timer.base_mib), run
 
 
-def bare_block(s: Setting, run: Run, seed: int) -> tuple[float, float, tuple]:
-    """ms and CPU ms per step of a bare loop over the run's training tensors, and its peak
-    memory: the same model class, batch size and optimizer settings."""
+def bare_block(
+    s: Setting, run: Run, seed: int, n_steps: int | None = None
+) -> tuple[float, float, tuple]:
+    """ms and CPU ms per step of a bare loop of ``n_steps`` (default ``s.steps``) over the run's
+    training tensors, and its peak memory: the same model class, batch size and optimizer
+    settings."""
+    n_steps = n_steps or s.steps
     x, y = run.datamodule.splits["train"]
     if x.device.type != s.device.type and not s.numpy:
         raise RuntimeError(
@@ -57,8 +61,8 @@ def bare_block(s: Setting, run: Run, seed: int) -> tuple[float, float, tuple]:
             bare_torch_steps(net, optimizer, x, y, s.batch_size, n, generator, dtype)
 
     steps(s.warmup)
-    seconds, cpu, peak, base = time_block(lambda: steps(s.steps), s.device)
-    return seconds / s.steps * 1e3, cpu / s.steps * 1e3, (peak, base)
+    seconds, cpu, peak, base = time_block(lambda: steps(n_steps), s.device)
+    return seconds / n_steps * 1e3, cpu / n_steps * 1e3, (peak, base)
 
 
 def measure_steps(bench: Benchmark, settings: list[Setting], repeats: int) -> dict[str, Run]:

@@ -14,15 +14,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-from hydra.utils import instantiate
-
-from scripts.bench.loops import bare_numpy_steps, bare_torch_steps
 from scripts.bench.settings import Benchmark, Setting, log
 from scripts.bench.startup import ROOT, run_timed
-from scripts.bench.timing import Milestones, time_block
-from src.checks import autocast_dtype
+from scripts.bench.steps import bare_block
+from scripts.bench.timing import Milestones
 from src.train import Run
 
 #: The models timed as whole runs by default: those whose steps are short enough for the
@@ -67,30 +62,6 @@ def time_run(bench: Benchmark, s: Setting, steps: int) -> tuple[float, float, fl
     return t1 - t0, cpu1 - cpu0, process_s
 
 
-def bare_long_block(s: Setting, run: Run, steps: int, seed: int) -> tuple[float, float]:
-    """Wall and CPU seconds of ``steps`` bare steps over the run's training tensors."""
-    x, y = run.datamodule.splits["train"]
-    net = instantiate(s.cfg.model)
-    optimizer_factory = instantiate(s.cfg.optimizer)
-    if s.numpy:
-        optimizer, rng = optimizer_factory(net.parameters()), np.random.default_rng(seed)
-
-        def steps_of(n: int) -> None:
-            bare_numpy_steps(net, optimizer, x.numpy(), y.numpy(), s.batch_size, n, rng)
-
-    else:
-        net = net.to(s.device)
-        optimizer = optimizer_factory(net.parameters())
-        generator, dtype = torch.Generator().manual_seed(seed), autocast_dtype(s.precision)
-
-        def steps_of(n: int) -> None:
-            bare_torch_steps(net, optimizer, x, y, s.batch_size, n, generator, dtype)
-
-    steps_of(s.warmup)
-    seconds, cpu, _, _ = time_block(lambda: steps_of(steps), s.device)
-    return seconds, cpu
-
-
 def measure_whole_runs(
     bench: Benchmark,
     settings: list[Setting],
@@ -111,7 +82,7 @@ def measure_whole_runs(
             w.project_ms.append((long_s - short_s) / extra * 1e3)
             w.project_cpu_ms.append((long_cpu - short_cpu) / extra * 1e3)
             w.process_ms.append((long_process - short_process) / extra * 1e3)
-            bare_s, bare_cpu = bare_long_block(s, runs[s.name], extra, seed=r)
-            w.bare_ms.append(bare_s / extra * 1e3)
-            w.bare_cpu_ms.append(bare_cpu / extra * 1e3)
+            bare_ms, bare_cpu_ms, _ = bare_block(s, runs[s.name], seed=r, n_steps=extra)
+            w.bare_ms.append(bare_ms)
+            w.bare_cpu_ms.append(bare_cpu_ms)
     return results
