@@ -9,13 +9,19 @@ import pytorch_lightning as pl
 
 class KillAtStep(pl.Callback):
     """Send ``signum`` to this process after step ``step`` of a fresh start, as a crash, the OOM
-    killer or a cluster's pre-emption would. A resumed run (started from a checkpoint) is spared."""
+    killer or a cluster's pre-emption would. A resumed run (started from a checkpoint) is spared.
 
-    def __init__(self, step: int, signum: int = signal.SIGKILL):
-        self.step, self.signum = step, signum
+    ``group=True`` sends it to the whole process group instead: this run and whatever launched
+    it (``src.reproduce`` and its other runs), as ``kill -9 -PGID`` would. Start the launcher in a
+    group of its own (``start_new_session=True``), or the signal reaches the test runner too."""
+
+    def __init__(self, step: int, signum: int = signal.SIGKILL, group: bool = False):
+        self.step, self.signum, self.group = step, signum, group
 
     def on_train_batch_end(self, trainer: pl.Trainer, *_) -> None:
         if trainer.global_step == self.step and trainer.ckpt_path is None:
+            if self.group:
+                os.killpg(0, self.signum)
             os.kill(os.getpid(), self.signum)
 
 
