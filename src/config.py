@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from src import runs  # also registers the config resolver that conf/hydra uses
+from src import run_folder as runs  # also registers the config resolver that conf/hydra uses
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from src import runs
+from src import run_folder as runs
 from src.checks import check_run, instantiate_node
 from src.config import CONFIG_DIR, ConfigError, choices_line, resolve
 from src.data import DataError
