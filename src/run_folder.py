@@ -263,18 +263,16 @@ class ClaimRunFolder(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from src.checks import check_values  # cheap value checks; nothing is built
 
+        resuming = config.get("resume") is not None
+        if not resuming and config.hydra.output_subdir is None:
+            return
         try:
             check_values(config)
+            if resuming:
+                resumable(Path(config.resume))
+                return
         except ValueError as e:
             _refuse(str(e))
-        if config.get("resume") is not None:
-            try:
-                resumable(Path(config.resume))
-            except RunFolderError as e:
-                _refuse(str(e))
-            return
-        if config.hydra.output_subdir is None:
-            return
         folder = Path(str(config.hydra.run.dir))
         _check_writable(folder)
         named = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
