@@ -137,6 +137,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         ) from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(checkpoint).__name__}")
+    for key, state in checkpoint.items():  # "state_dict", the NumPy MLP's "numpy_state_dict"
+        if not str(key).endswith("state_dict"):
+            continue
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            raise CheckpointError(
+                f"{path} is not a checkpoint of this project: its {key!r} is not a mapping of "
+                "parameter names to tensors"
+            )
     return checkpoint
 
 

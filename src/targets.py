@@ -26,6 +26,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 #: Modules whose classes and functions a saved config may instantiate.
 ALLOWED = (
     "src",
+    "pytorch_lightning.Trainer",  # defined in pytorch_lightning.trainer, below
+    "pytorch_lightning.trainer",
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.trainer",
     "torch.optim",
     "pytorch_lightning.callbacks",
     "pytorch_lightning.loggers",
@@ -64,8 +68,6 @@ def locate_allowed(target: str, allowed: Iterable[str]) -> Any:
         imported = i
     if module is None:
         raise UntrustedTargetError(f"{target!r} cannot be imported")
-    if not _under(module.__name__, allowed):
-        raise UntrustedTargetError(f"{target!r} is not in an allowed module")
     obj: Any = module
     for attr in parts[imported:]:
         try:
@@ -74,8 +76,8 @@ def locate_allowed(target: str, allowed: Iterable[str]) -> Any:
             raise UntrustedTargetError(f"{target!r} does not exist") from None
         if isinstance(obj, ModuleType):
             raise UntrustedTargetError(f"{target!r} reaches into the module {obj.__name__}")
-    defined_in = getattr(obj, "__module__", None) or ""
-    if obj is not module and not _under(defined_in, allowed):
+    defined_in = module.__name__ if obj is module else getattr(obj, "__module__", None) or ""
+    if not _under(defined_in, allowed):
         raise UntrustedTargetError(f"{target!r} is {defined_in}'s, not an allowed module's")
     return obj
 
