@@ -5,7 +5,7 @@
                                 [--precision 32|bf16-mixed|16-mixed] [--compile]
                                 [--whole-runs linear,mlp_numpy,mlp] [--multirun 10]
 
-For each model it builds a run exactly as ``python -m src.train`` does (``src.train.build`` on the
+For each model it builds a run exactly as ``python -m src.train`` does (``src.build.build`` on the
 composed Hydra config: the same data module, classifier, callbacks, TensorBoard logger and trainer)
 and times training steps of a real ``trainer.fit``, with validation pushed out of the way. Beside
 it, a bare loop trains the same model class with the same batch size and optimizer settings on

@@ -4,7 +4,7 @@
         [--steps 100] [--repeats 3] [--threads 1] [--device cpu]
 
 Each model trains on fake data (CIFAR-10's shapes) with its own recipe, through the project's
-``src.train.build``, in three variants run in turn (rotated each repeat): ``off`` (the default
+``src.build.build``, in three variants run in turn (rotated each repeat): ``off`` (the default
 callbacks), ``on`` (``callbacks=diagnostics``: scalars at every logging step, histograms every 20th
 logging step, the defaults) and ``on, histograms always`` (``histogram_every=1``). The timed window
 is ``--steps`` steps after 10 warm-up steps (``StepTimer`` of ``scripts/bench/timing.py``: from a
@@ -33,8 +33,8 @@ from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-import src.runs  # noqa: E402, F401  (registers the resolver conf/hydra uses)
-import src.train  # noqa: E402
+import src.build  # noqa: E402
+import src.run_folder  # noqa: E402, F401  (registers the resolver conf/hydra uses)
 from scripts.bench.timing import StepTimer  # noqa: E402
 from src.lit.diagnostics import Diagnostics  # noqa: E402
 
@@ -99,7 +99,7 @@ def step_ms(
     timer = StepTimer(WARMUP, steps, device)
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        run = src.train.build(cfg)
+        run = src.build.build(cfg)
         run.trainer.callbacks.insert(0, timer)
         spent = [0.0]
         for callback in run.trainer.callbacks:

@@ -24,9 +24,9 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.build import build  # noqa: E402
 from src.checks import check_run  # noqa: E402
 from src.config import compose  # noqa: E402
-from src.train import build  # noqa: E402
 
 # Event names the CUDA profiler gives host-to-device copies (cudaMemcpy and its async form).
 HOST_TO_DEVICE = ("Memcpy HtoD",)
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = compose(overrides, output_dir=out)
     cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    check_run(cfg)  # data prepared, device, precision and compile checked, as src.train does
     run = build(cfg)
+    check_run(cfg, run.datamodule, run.classifier)  # data, device, precision, as src.train does
     probe = ProfileSteps(args.warmup, args.steps, activities)
     run.trainer.callbacks.append(probe)
     run.trainer.fit(run.classifier, datamodule=run.datamodule)

@@ -6,7 +6,7 @@
 
 The model is the benchmark's near-zero-compute one (one linear layer, batch 8), so a step is
 almost all framework; ``--model mlp`` takes the default MLP instead. Each rung is a real
-``trainer.fit`` of the project's run (``src.train.build``: the same data module and classifier),
+``trainer.fit`` of the project's run (``src.build.build``: the same data module and classifier),
 timed for a short and a long fit whose difference gives the cost of one more step; minus the bare
 loop's step, that is the rung's fixed cost:
 
@@ -37,7 +37,7 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
-import src.train  # noqa: E402
+import src.build  # noqa: E402
 from scripts.bench.loops import bare_torch_steps  # noqa: E402
 from scripts.bench.settings import LABELS, MODELS, quiet, quiet_logs  # noqa: E402
 from src.config import compose  # noqa: E402
@@ -102,7 +102,7 @@ def fit_seconds(args, rung: str, steps: int) -> tuple[float, float, tuple]:
         cfg = compose(overrides, Path(tmp))
         HydraConfig().set_config(cfg)
         with quiet():
-            run = src.train.build(cfg)
+            run = src.build.build(cfg)
             classifier, trainer = run.classifier, run.trainer
             if rung in ("lightning", "manual"):
                 trainer = plain_trainer(steps)

@@ -1,10 +1,13 @@
 """Everything checked before a run trains, so that bad input fails at once, in one sentence.
 
-``check_run(cfg)`` is what ``src.train`` calls on a resolved config (``src.config.resolve``), in
-this order: the config values that cannot work together, the data (there, or downloadable), the
-device, precision and ``torch.compile``, the optimizer's settings, and the checkpoint to start
-from (readable without running code, of this model, and of its shapes). Each check raises
-``ConfigError`` (or the data module's ``DataError``) whose message names the key to change.
+Checks only check: ``src.build`` builds, once. ``check_values`` needs nothing built and runs before
+a run folder is made (``src.run_folder.ClaimRunFolder``). ``check_run(cfg, datamodule,
+classifier)`` is what ``src.train`` calls on a resolved config (``src.config.resolve``) and the data
+module and classifier built from it, before the trainer is built, in this order: the config values
+that cannot work together, the data (there, or downloadable), the device, precision and
+``torch.compile``, the optimizer's settings, and the checkpoint to start from (readable without
+running code, of this model, and of its shapes). Each check raises ``ConfigError`` (or the data
+module's ``DataError``) whose message names the key to change.
 
 The pieces are public for other entry points: ``load_checkpoint`` reads any checkpoint safely
 (Lightning's own loading goes through it too, see ``src.lit.checkpoint_io``), ``read_checkpoint``
@@ -19,47 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from torch import nn
 
 from src.config import ConfigError
 
 
-def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``instantiate`` whose errors name the config key and the cause, without Hydra's wrapping."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__ or e
-        raise ConfigError(f"{key}: {cause}") from None
-
-
-def is_numpy_model(model: DictConfig) -> bool:
-    """Whether ``model`` (a config node) is a NumPy network rather than a torch module."""
-    try:
-        return not issubclass(get_class(model._target_), nn.Module)
-    except Exception as e:  # an unknown _target_: say which
-        raise ConfigError(f"model._target_={model._target_!r} cannot be imported ({e})") from None
-
-
-# ------------------------------------------------------------------------------------------------
-# The run as a whole
-# ------------------------------------------------------------------------------------------------
-
-
-def check_run(cfg: DictConfig) -> dict | None:
-    """Check everything a run of ``cfg`` needs before any of it is built; return the checkpoint
-    to start from (``cfg.ckpt_path``), loaded, or None."""
+def check_run(cfg: DictConfig, datamodule: Any, classifier: Any) -> dict | None:
+    """Check everything a run of ``cfg`` needs, on its data module and classifier as built from
+    it (``src.build``) and before the trainer is built; return the checkpoint to start from
+    (``cfg.ckpt_path``), loaded, or None."""
     check_config(cfg)
-    check_data(cfg.data)
-    numpy_model = is_numpy_model(cfg.model)
+    check_data(datamodule)
+    in_torch = classifier.computes_in_torch
     device = training_device(cfg.trainer.accelerator)
     try:
-        check_precision(cfg.trainer.precision, device, numpy_model)
+        check_precision(cfg.trainer.precision, device, numpy_model=not in_torch)
         if cfg.get("compile", False):
-            check_compile(device, numpy_model)
+            check_compile(device, numpy_model=not in_torch)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.trainer.get("sync_batchnorm", False) and device.type != "cuda":
@@ -68,20 +47,43 @@ def check_run(cfg: DictConfig) -> dict | None:
             "trainer.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU "
             "version); on CPU each process normalises with its own share of the batch"
         )
-    check_optimizer(cfg.optimizer, numpy_model, cfg.get("scheduler"))
+    try:  # the optimizer's and the schedule's own argument checks, now, not at the first step
+        classifier.check_optimizer()
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"optimizer: {e}") from None
     if cfg.ckpt_path is None:
         return None
     checkpoint = read_checkpoint(cfg.ckpt_path, cfg.model._target_)
-    # The model is built here only to compare its tensors' shapes with the checkpoint's.
-    net = instantiate_node(cfg.model, "model")
-    optimizer = instantiate_node(cfg.optimizer, "optimizer")
-    classifier = instantiate_node(cfg.classifier, "classifier", net=net, optimizer=optimizer)
     check_fits(checkpoint, classifier, cfg.ckpt_path)
     return checkpoint
 
 
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Values that cannot work, found without building anything: checked by the run-folder
+    callback before a folder is made, and again by ``check_config``."""
+    if not _integer(cfg.get("seed")):
+        raise ConfigError(f"seed={cfg.get('seed')!r} must be an integer")
+    trainer = cfg.trainer
+    steps, epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
+    for key, value in (("max_steps", steps), ("max_epochs", epochs)):
+        if value is not None and not _integer(value):
+            raise ConfigError(f"trainer.{key}={value!r} must be an integer")
+    if steps == 0 or (steps is not None and steps < -1):
+        raise ConfigError(f"trainer.max_steps={steps} must be positive (or -1 with max_epochs)")
+    if steps in (-1, None) and (epochs is None or epochs < 1):
+        raise ConfigError(
+            f"trainer.max_steps={steps} with trainer.max_epochs={epochs} would train forever: "
+            "set one of them to a positive number"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Config values that cannot work together, in a resolved config (``src.config.resolve``)."""
+    check_values(cfg)
     if cfg.ckpt_path == "last":
         raise ConfigError("ckpt_path=last is not resolved: pass the config through resolve()")
     if cfg.monitor is not None:
@@ -93,33 +95,9 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"monitor_mode={cfg.monitor_mode!r} must be min or max")
 
 
-def check_data(data: DictConfig) -> None:
+def check_data(datamodule: Any) -> None:
     """The data is there, or is downloaded now: missing data is the first thing reported."""
-    instantiate_node(data, "data").prepare_data()
-
-
-def check_optimizer(
-    optimizer: DictConfig, numpy_model: bool, scheduler: DictConfig | None = None
-) -> None:
-    """Run the optimizer's and the learning-rate schedule's own argument checks (e.g. a negative
-    lr, a negative warm-up) now, not at the first step.
-
-    A torch optimizer checks its settings on construction, and needs a parameter for it: it is
-    given a one-element stand-in, and the schedule is built on that optimizer. The NumPy SGD
-    checks its settings before looking at modules (its classifier refuses schedules).
-    """
-    factory = instantiate_node(optimizer, "optimizer")
-    stand_in = [] if numpy_model else [nn.Parameter(torch.zeros(1))]
-    try:
-        stand_in_optimizer = factory(stand_in)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"optimizer: {e}") from None
-    if scheduler is None or numpy_model:
-        return
-    try:
-        instantiate_node(scheduler, "scheduler")(stand_in_optimizer)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"scheduler: {e}") from None
+    datamodule.prepare_data()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,6 +137,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         ) from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(checkpoint).__name__}")
+    for key, state in checkpoint.items():  # "state_dict", the NumPy MLP's "numpy_state_dict"
+        if not str(key).endswith("state_dict"):
+            continue
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            raise CheckpointError(
+                f"{path} is not a checkpoint of this project: its {key!r} is not a mapping of "
+                "parameter names to tensors"
+            )
     return checkpoint
 
 

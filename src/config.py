@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from src import runs  # also registers the config resolver that conf/hydra uses
+from src import run_folder  # also registers the config resolver that conf/hydra uses
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +53,24 @@ def resolve(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
     """The config a run trains with; ``cfg`` itself is left as it is.
 
     - ``resume=DIR``: the config of DIR's first start with ``overrides`` applied
-      (``runs.resume_config``), continuing from ``DIR/checkpoints/last.ckpt``;
+      (``run_folder.resume_config``), continuing from ``DIR/checkpoints/last.ckpt``; its saved
+      config may name only allowed targets (``src.targets``; this config's ``trusted_targets``
+      extends the list);
     - ``ckpt_path=last``: the newest checkpoint of this run's own folder;
     - ``data.val_size=0``: no validation split, so nothing to select a checkpoint by: no
       ``monitor``, no best-checkpoint callback, and the last checkpoint is tested.
 
-    Raises ``runs.ResumeError`` if the run to resume is not there or the overrides would make
-    another run.
+    Raises ``run_folder.RunFolderError`` if the run to resume is not there, names a target off the
+    allow-list, or the overrides would make another run.
     """
     if cfg.get("resume") is not None:
-        cfg = runs.resume_config(Path(cfg.resume), list(overrides or []))
+        trusted = list(cfg.get("trusted_targets") or [])  # the local config's, not the saved one's
+        cfg = run_folder.resume_config(Path(cfg.resume), list(overrides or []), trusted)
     else:
         cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         if cfg.get("ckpt_path") == "last":
-            cfg.ckpt_path = str(Path(cfg.paths.output_dir) / runs.LAST_CHECKPOINT)
+            cfg.ckpt_path = str(Path(cfg.paths.output_dir) / run_folder.LAST_CHECKPOINT)
         if cfg.data.get("val_size", 1) == 0 and cfg.get("monitor") is not None:
             log.info("data.val_size=0: no validation split, so the last checkpoint is tested")
             cfg.monitor = None

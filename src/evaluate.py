@@ -1,11 +1,12 @@
 """Look inside a trained model: ``python -m src.evaluate run=<run folder> [ckpt_path=...]``.
 
-Rebuilds the run's model and data from its saved config (``<run>/.hydra/config.yaml``), loads its
-selected checkpoint, and evaluates the test set (and the validation split when the run had one):
-accuracy, loss, per-class accuracy, the confusion matrix, the expected calibration error with a
-reliability diagram, and a grid of the most confidently misclassified test images. Everything is
-written into ``<run>/eval/`` (``metrics.yaml`` and PNGs) and into the run's TensorBoard log, under
-``eval/`` tags.
+Rebuilds the run's model and data from its saved config (``<run>/.hydra/config.yaml``, whose
+``_target_``s must be on the allow-list: ``src.targets``), loads the checkpoint its final test used
+(run.yaml's ``tested_checkpoint``), and evaluates the test set (and the validation split when the
+run had one): accuracy, loss, per-class accuracy, the confusion matrix, the expected calibration
+error with a reliability diagram, and a grid of the most confidently misclassified test images.
+Everything is written into ``<run>/eval/`` (``metrics.yaml`` and PNGs) and into the run's
+TensorBoard log, under ``eval/`` tags.
 """
 
 import logging
@@ -21,43 +22,26 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassCalibrationError, MulticlassConfusionMatrix
 
-from src import checks, runs  # runs registers the config resolver that run configs use
-from src.checks import CheckpointError
-from src.config import ConfigError
-from src.lit.numpy_classifier import NumpyClassifier
+from src import build
+from src.checks import CheckpointError, read_checkpoint
+from src.config import CONFIG_DIR, ConfigError
+from src.run_folder import EVAL_DIR, EVAL_METRICS, RunFolder, RunFolderError
+from src.targets import UntrustedTargetError
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
 
 
 class EvaluationError(ValueError):
     """A run or checkpoint that cannot be evaluated; the message says why."""
 
 
-def selected_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a run tested: its best on validation when it selected one, else its last."""
-    best = sorted((run_dir / "checkpoints").glob("best-step*.ckpt"))
-    return best[-1] if len(best) == 1 else run_dir / runs.LAST_CHECKPOINT
-
-
-def run_config(run_dir: Path) -> DictConfig:
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise EvaluationError(f"run={run_dir}: no run there ({path} is missing)")
-    return OmegaConf.load(path)
-
-
-def build_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
+def load_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
     """The run's classifier with the weights of ``checkpoint`` (read by ``read_checkpoint``)."""
-    net = checks.instantiate_node(cfg.model, "model")
-    optimizer = checks.instantiate_node(cfg.optimizer, "optimizer")
-    classifier = checks.instantiate_node(cfg.classifier, "classifier", net=net, optimizer=optimizer)
+    classifier = build.build_classifier(cfg)
     try:
         classifier.load_state_dict(checkpoint["state_dict"])
         classifier.on_load_checkpoint(checkpoint)  # the NumPy MLP's arrays
@@ -68,15 +52,9 @@ def build_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
 
 @torch.inference_mode()
 def predict(classifier, x: Tensor, batch_size: int) -> Tensor:
-    """Log-probabilities of the classes of ``x``, in batches.
-
-    The NumPy MLP's classifier returns probabilities (their logarithm is clipped at the dtype's
-    smallest positive number, as its loss does); the others return logits.
-    """
-    outputs = torch.cat([classifier(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    if isinstance(classifier, NumpyClassifier):
-        return outputs.clamp(min=torch.finfo(outputs.dtype).tiny).log().float()
-    return F.log_softmax(outputs.float(), dim=1)
+    """Log-probabilities of the classes of ``x``, in batches (every classifier returns logits)."""
+    logits = torch.cat([classifier(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return F.log_softmax(logits.float(), dim=1)
 
 
 def evaluate_split(log_probs: Tensor, y: Tensor, num_classes: int, bins: int) -> dict:
@@ -163,16 +141,20 @@ def plot_misclassified(
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate the run ``cfg.run``; write ``eval/`` and TensorBoard events; return the metrics."""
-    run_dir = Path(cfg.run)
-    train_cfg = run_config(run_dir)
-    path = Path(cfg.ckpt_path) if cfg.ckpt_path else selected_checkpoint(run_dir)
+    try:
+        folder = RunFolder.open(cfg.run)
+        train_cfg = folder.config(trusted=cfg.trusted_targets)
+    except (RunFolderError, UntrustedTargetError) as e:
+        raise EvaluationError(str(e)) from None
+    run_dir = folder.path
+    path = Path(cfg.ckpt_path) if cfg.ckpt_path else folder.tested_checkpoint()
     try:  # read without running its code, and refused if it holds another model
-        checkpoint = checks.read_checkpoint(path, train_cfg.model._target_)
+        checkpoint = read_checkpoint(path, train_cfg.model._target_)
     except CheckpointError as e:
         raise EvaluationError(str(e)) from None
     try:
-        classifier = build_classifier(train_cfg, checkpoint, path)
-        datamodule = checks.instantiate_node(train_cfg.data, "data")
+        classifier = load_classifier(train_cfg, checkpoint, path)
+        datamodule = build.build_datamodule(train_cfg)
     except ConfigError as e:  # e.g. a run of older code whose config this code reads otherwise
         raise EvaluationError(
             f"{run_dir}'s config does not build with this checkout ({e}): evaluate it with the "
@@ -180,14 +162,14 @@ def evaluate(cfg: DictConfig) -> dict:
         ) from None
     datamodule.prepare_data()
     datamodule.setup("test")
-    num_classes = int(train_cfg.model.n_classes)
-    classes = list(CIFAR10_CLASSES) if num_classes == 10 else [str(c) for c in range(num_classes)]
+    num_classes = int(train_cfg.data.num_classes)
+    classes = list(datamodule.class_names)
     splits = [s for s in ("val", "test") if s in datamodule.splits]
 
-    out_dir = run_dir / "eval"
+    out_dir = run_dir / EVAL_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     step = int(checkpoint.get("global_step", 0))
-    results: dict = {"checkpoint": str(path), "step": step, "classes": classes}
+    results: dict = {"checkpoint": folder.relative(path), "step": step, "classes": classes}
     with SummaryWriter(log_dir=str(run_dir)) as writer:  # a new event file beside training's
         for split in splits:
             x, y = datamodule.splits[split]
@@ -215,14 +197,11 @@ def evaluate(cfg: DictConfig) -> dict:
             for name, fig in figures.items():
                 fig.savefig(out_dir / f"{split}_{name}.png", dpi=100)
                 writer.add_figure(f"eval/{split}/{name}", fig, step)  # closes the figure
-    (out_dir / "metrics.yaml").write_text(OmegaConf.to_yaml(results))
+    (run_dir / EVAL_METRICS).write_text(OmegaConf.to_yaml(results))
     return results
 
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
         results = evaluate(cfg)
@@ -233,7 +212,7 @@ def main(cfg: DictConfig) -> None:
         f"{s}/acc {results[s]['acc']:.4f}, {s}/ece {results[s]['ece']:.4f}"
         for s in ("val", "test") if s in results
     )  # fmt: skip
-    log.info(f"{summary} | written to {Path(cfg.run) / 'eval'}")
+    log.info(f"{summary} | written to {Path(cfg.run) / EVAL_DIR}")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ units, from dividing noise by noise). The NumPy MLP's hand-written gradients are
 every coordinate, with autograd on a PyTorch MLP holding the same weights. Dropout is switched off;
 batch norm stays in training mode (batch statistics), the mode whose backward training uses.
 
+``run=DIR`` checks a trained run instead: its model and data from its saved config (whose
+``_target_``s must be on the allow-list, ``src.targets``), at the checkpoint its final test used.
+
 Exits with status 1 and one sentence when an error exceeds ``threshold``; with status 2 and one
-sentence on bad input (settings, data, model options, checkpoint), before any check runs.
+sentence on bad input (settings, data, model options, run folder, checkpoint), before any check
+runs.
 """
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -27,16 +30,19 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from src.checks import CheckpointError, load_checkpoint
+from src import build
+from src.checks import CheckpointError, check_values, load_checkpoint
+from src.config import CONFIG_DIR, ConfigError
 from src.data import DataError
 from src.numpy_nn import CrossEntropyModule, one_hot, softmax_cross_entropy_backward
+from src.run_folder import RunFolder, RunFolderError
+from src.targets import UntrustedTargetError
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+#: The check's own settings (conf/gradcheck.yaml), kept when a run's saved config is checked.
+SETTINGS = ("n_coords", "n_samples", "eps", "threshold", "atol")
 #: Where a NumpyClassifier checkpoint keeps the NumPy arrays (src.lit.numpy_classifier).
 NUMPY_CHECKPOINT_KEY = "numpy_state_dict"
 
@@ -206,6 +212,10 @@ def check_numpy(
 
 def check_settings(cfg: DictConfig) -> None:
     """Refuse bad settings in one sentence, before any work."""
+    try:
+        check_values(cfg)
+    except ConfigError as e:
+        raise GradcheckError(str(e)) from None
     for key in ("n_coords", "n_samples"):
         value = cfg[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -220,7 +230,7 @@ def check_settings(cfg: DictConfig) -> None:
 
 def one_batch(cfg: DictConfig) -> tuple[Tensor, Tensor]:
     """The first training batch of the configured data (at most ``n_samples`` of it), on the CPU."""
-    datamodule = instantiate(cfg.data)
+    datamodule = build.build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     x, y = next(iter(datamodule.train_dataloader()))
@@ -233,7 +243,7 @@ def load_model(cfg: DictConfig) -> Any:
     """The configured network, float64, seeded; with a checkpoint's weights if ``ckpt_path``."""
     pl.seed_everything(cfg.seed, verbose=False)
     extra = {"dtype": "float64"} if "dtype" in cfg.model else {}  # the NumPy MLP's own dtype
-    net = instantiate(cfg.model, **extra)
+    net = build.build_net(cfg, **extra)
     if cfg.ckpt_path is None:
         return net
     try:  # read without running its code, as src.train reads checkpoints
@@ -257,8 +267,24 @@ def load_model(cfg: DictConfig) -> Any:
     return net
 
 
+def run_config(cfg: DictConfig) -> DictConfig:
+    """With ``run=DIR``: the run's saved config with this check's settings, at the run's tested
+    checkpoint (unless ``ckpt_path`` names another). Without: ``cfg`` itself."""
+    if cfg.get("run") is None:
+        return cfg
+    try:
+        folder = RunFolder.open(cfg.run)
+        saved = folder.config(trusted=cfg.trusted_targets)
+    except (RunFolderError, UntrustedTargetError) as e:
+        raise GradcheckError(str(e)) from None
+    checkpoint = cfg.ckpt_path or str(folder.tested_checkpoint())
+    mine = {key: cfg[key] for key in SETTINGS}
+    return OmegaConf.merge(saved, mine, {"ckpt_path": checkpoint})
+
+
 def gradcheck(cfg: DictConfig, net: Any = None) -> list[ParameterError]:
     """Run the check the config describes (on ``net`` if given, else the configured model)."""
+    cfg = run_config(cfg)
     check_settings(cfg)
     x, y = one_batch(cfg)
     net = load_model(cfg) if net is None else net
@@ -289,15 +315,13 @@ def report(results: list[ParameterError], threshold: float) -> str | None:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="gradcheck")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="gradcheck")
 def main(cfg: DictConfig) -> None:
     try:
         failure = report(gradcheck(cfg), cfg.threshold)
-    except (GradcheckError, DataError, OSError) as e:
+    except (GradcheckError, ConfigError, DataError, OSError) as e:
+        # Bad settings, model or data options (src.build names the key), data, checkpoint.
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except InstantiationException as e:  # a bad model or data option: the cause, in a sentence
-        print(f"error: {e.__cause__ or e}", file=sys.stderr)
         sys.exit(2)
     if failure is not None:
         print(f"error: {failure}", file=sys.stderr)

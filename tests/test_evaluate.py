@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.evaluate import main as evaluate_main
-from src.lit import NumpyClassifier
 from tests.conftest import run_main
 
 EVAL_FILES = {
@@ -54,8 +53,7 @@ def predictions(run_dir: Path, ckpt: Path, split: str) -> tuple[torch.Tensor, to
     x, y = dm.splits[split]
     with torch.no_grad():
         out = classifier.eval()(x)
-    probs = out if isinstance(classifier, NumpyClassifier) else out.softmax(dim=1)
-    return probs.float(), y
+    return out.float().softmax(dim=1), y  # every classifier returns logits
 
 
 def ece_by_hand(probs: torch.Tensor, y: torch.Tensor, bins: int) -> float:
@@ -82,8 +80,9 @@ def mlp_run(tmp_path_factory) -> Path:
 def test_metrics_match_a_direct_computation(mlp_run):
     results = OmegaConf.to_container(OmegaConf.load(mlp_run / "eval" / "metrics.yaml"))
     record = OmegaConf.load(mlp_run / "run.yaml")
-    ckpt = Path(results["checkpoint"])
+    ckpt = mlp_run / results["checkpoint"]  # relative to the run folder: it may move
     assert ckpt.name.startswith("best-step")  # the run's selected checkpoint
+    assert results["checkpoint"] == record.tested_checkpoint
     assert {"val", "test"} <= results.keys()
     assert results["test"]["acc"] == pytest.approx(record.metrics["final_test/acc"], abs=1e-6)
     assert results["test"]["loss"] == pytest.approx(record.metrics["final_test/loss"], rel=1e-4)
@@ -109,7 +108,7 @@ def test_outputs_land_in_the_run_folder_and_its_tensorboard_log(mlp_run):
     }
     events = EventAccumulator(str(mlp_run), size_guidance={"images": 0})
     events.Reload()
-    assert {"eval/test/acc", "eval/val/ece", "eval/test/acc_cat"} <= set(events.Tags()["scalars"])
+    assert {"eval/test/acc", "eval/val/ece", "eval/test/acc_3"} <= set(events.Tags()["scalars"])
     assert {"eval/test/confusion_matrix", "eval/test/reliability"} <= set(events.Tags()["images"])
 
 
@@ -118,12 +117,13 @@ def test_the_numpy_mlp_without_a_validation_split(tmp_path, monkeypatch):
     run_evaluate(f"run={run_dir}", monkeypatch=monkeypatch)
     results = OmegaConf.load(run_dir / "eval" / "metrics.yaml")
     record = OmegaConf.load(run_dir / "run.yaml")
-    assert Path(results.checkpoint).name == "last.ckpt" and "val" not in results
+    assert results.checkpoint == record.tested_checkpoint == "checkpoints/last.ckpt"
+    assert "val" not in results
     assert {p.name for p in (run_dir / "eval").iterdir()} >= EVAL_FILES
-    # Its classifier returns probabilities: taken as they are, the loss is the run's own.
+    # Its logits are the log of its probabilities: the loss is the run's own.
     assert results.test.acc == pytest.approx(record.metrics["final_test/acc"], abs=1e-6)
     assert results.test.loss == pytest.approx(record.metrics["final_test/loss"], rel=1e-4)
-    probs, y = predictions(run_dir, Path(results.checkpoint), "test")
+    probs, y = predictions(run_dir, run_dir / results.checkpoint, "test")
     assert results.test.ece == pytest.approx(ece_by_hand(probs, y, 15), abs=1e-5)
 
 
@@ -142,7 +142,13 @@ def test_a_missing_or_foreign_checkpoint_is_one_sentence(mlp_run, tmp_path, monk
         assert exit_info.value.code == 1 and message in err and "Traceback" not in err
     with pytest.raises(SystemExit) as exit_info:
         run_evaluate(f"run={tmp_path / 'nowhere'}", monkeypatch=monkeypatch)
+    assert exit_info.value.code == 1 and "no such folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        run_evaluate(f"run={empty}", monkeypatch=monkeypatch)
     assert exit_info.value.code == 1 and "no run there" in capsys.readouterr().err
+    assert not any(empty.iterdir())  # refused before Hydra writes: no eval/ folder in it
 
 
 def test_only_the_evaluation_entry_point_imports_matplotlib():

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from src.build import build, build_classifier, build_datamodule
 from src.checks import check_run
 from src.lit import NumpyClassifier
 from src.numpy_nn import SGD, NumpyMLP
 from src.scalars import read_scalars
-from src.train import ConfigError, build, train
+from src.train import ConfigError, train
 from tests.conftest import compose_cfg
 
 # Enough steps on the fake data for the NumPy MLP to get well above chance (10 classes: 0.1).
@@ -42,8 +43,8 @@ def test_config_has_the_assignment_defaults():
 
 def test_a_bad_learning_rate_fails_before_build(fast_overrides):
     cfg = compose_cfg(*fast_overrides, "model=mlp_numpy", "optimizer.lr=-1")
-    with pytest.raises(ConfigError, match="optimizer: lr must be a positive number"):
-        check_run(cfg)
+    with pytest.raises(ConfigError, match="lr must be a positive number"):
+        check_run(cfg, build_datamodule(cfg), build_classifier(cfg))
 
 
 def test_learns_logs_like_the_pytorch_mlp_and_checkpoints(tmp_path, fast_overrides):

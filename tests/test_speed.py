@@ -103,7 +103,7 @@ def test_milestones_are_found_in_noisy_output():
 
 
 def test_logs_this_step_follows_lightnings_logging_interval(tmp_path: Path):
-    from src.train import build
+    from src.build import build
 
     cfg = compose_cfg(
         *FAST, "trainer.max_steps=7", "trainer.log_every_n_steps=3", output_dir=tmp_path / "run"
@@ -157,7 +157,7 @@ def test_bare_numpy_steps_train_the_model():
 
 
 def test_step_timer_and_clock_time_a_real_fit(tmp_path: Path):
-    from src.train import build
+    from src.build import build
 
     cfg = compose_cfg(*FAST, "trainer.max_steps=5", output_dir=tmp_path / "run")
     with open_dict(cfg):
@@ -208,7 +208,7 @@ def test_compile_without_a_compiler_is_refused_before_training(tmp_path, monkeyp
 
 
 def test_bf16_mixed_trains_on_cpu(tmp_path: Path):
-    from src.train import build
+    from src.build import build
 
     cfg = compose_cfg(*FAST, "trainer.precision=bf16-mixed", output_dir=tmp_path / "run")
     with open_dict(cfg):
@@ -220,7 +220,7 @@ def test_bf16_mixed_trains_on_cpu(tmp_path: Path):
 
 @pytest.mark.slow  # Inductor compiles C++ for the CPU: tens of seconds
 def test_compile_keeps_checkpoint_names_and_trains(tmp_path: Path):
-    from src.train import build
+    from src.build import build
 
     cfg = compose_cfg(*FAST, "compile=true", "trainer.max_steps=3", output_dir=tmp_path / "run")
     with open_dict(cfg):

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from scripts.bench.settings import Benchmark, Setting, log, quiet, with_trainer
 from scripts.bench.timing import StepClock, synchronize
+from src.build import Run
 from src.checks import autocast_dtype
-from src.train import Run
 
 
 def project_test_pass(s: Setting, run: Run) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import src.train
+import src.build
 from src.checks import check_compile, check_precision
 from src.config import compose
 
@@ -169,13 +169,13 @@ class Benchmark:
         return setting
 
     def fit(self, cfg: DictConfig, callbacks: list) -> src.train.Run:
-        """A real fit of ``cfg`` (``src.train.build``) with ``callbacks`` added; returns the run.
+        """A real fit of ``cfg`` (``src.build.build``) with ``callbacks`` added; returns the run.
         The data module reuses tensors that an earlier run of the same data decoded."""
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig().set_config(cfg)
         with quiet():
-            run = src.train.build(cfg)
+            run = src.build.build(cfg)
         data = {k: v for k, v in cfg.data.items() if k not in ("batch_size", "eval_batch_size")}
         key = OmegaConf.to_yaml(data)
         if key in self._splits:

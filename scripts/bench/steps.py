@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from scripts.bench.loops import bare_numpy_steps, bare_torch_steps
 from scripts.bench.settings import Benchmark, Setting, log, with_trainer
 from scripts.bench.timing import StepTimer, time_block
+from src.build import Run
 from src.checks import autocast_dtype
-from src.train import Run
 
 
 def project_block(bench: Benchmark, s: Setting) -> tuple[float, float, tuple, Run]:

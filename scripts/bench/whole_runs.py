@@ -18,7 +18,7 @@ from scripts.bench.settings import Benchmark, Setting, log
 from scripts.bench.startup import ROOT, run_timed
 from scripts.bench.steps import bare_block
 from scripts.bench.timing import Milestones
-from src.train import Run
+from src.build import Run
 
 #: The models timed as whole runs by default: those whose steps are short enough for the
 #: framework's fixed cost to show (the ConvNet's 180 ms steps on a CPU would take minutes).

@@ -107,6 +107,9 @@ class CIFAR10DataModule(InMemoryDataModule):
     """
 
     num_train_images = 50_000
+    class_names = (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    )  # fmt: skip
 
     def __init__(
         self,

@@ -32,6 +32,13 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     #: Images in the source training set; a validation split is held out of them.
     num_train_images: int
+    #: How many classes the labels count; the models' outputs and the metrics follow it.
+    num_classes: int
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the classes, by label (figures and per-class metrics use them)."""
+        return tuple(str(c) for c in range(self.num_classes))
 
     def __init__(
         self,

@@ -1,5 +1,6 @@
 """Lightning callbacks of this project."""
 
+import os
 import random
 import signal
 import sys
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -224,3 +225,40 @@ class TagCheckpoints(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["tags"] = dict(self.tags)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, for a run folder that may move.
+
+    Lightning stores its bookkeeping (the best score, the best and last paths) with absolute
+    paths, and restores it only if the checkpoint folder is where it was: a run copied or moved
+    elsewhere would resume without its best score, and its final test would pick another
+    checkpoint. With ``continues_run`` (``resume=``: the same run, wherever its folder is now) the
+    stored paths are rebased onto this folder first. A new run started from another run's
+    checkpoint (``ckpt_path=``) keeps Lightning's behaviour: the other folder's files are not its.
+    """
+
+    def __init__(self, *args: Any, continues_run: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.continues_run = continues_run
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if self.continues_run and old and self.dirpath and old != self.dirpath:
+            state_dict = _rebased(state_dict, old, self.dirpath)
+        super().load_state_dict(state_dict)
+
+
+def _rebased(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``ModelCheckpoint``'s state with every path under ``old`` moved under ``new``."""
+
+    def move(path: Any) -> Any:
+        if isinstance(path, str) and path and os.path.dirname(path) == old:
+            return os.path.join(new, os.path.basename(path))
+        return path
+
+    moved = {k: move(v) for k, v in state.items()}
+    moved["dirpath"] = new
+    if isinstance(state.get("best_k_models"), dict):
+        moved["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+    return moved

@@ -1,5 +1,6 @@
 """Checkpoints written atomically and read without running code."""
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:
+            # torch reports a full disk as a RuntimeError ("file write failed"): one OSError,
+            # which src.train reports in a sentence. The previous checkpoint is untouched.
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
+            raise OSError(
+                f"cannot write the checkpoint {path} ({reason}): is the disk full, or the folder "
+                "read-only? The previous checkpoint is intact"
+            ) from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location: Any = "cpu", weights_only=None) -> dict:
         # weights_only is always True here, whatever Lightning asks for.

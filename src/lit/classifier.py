@@ -61,8 +61,18 @@ class Classifier(pl.LightningModule):
             {split: eval_metrics(num_classes) for split in ("val", "test", "final_test")}
         )
 
+    #: The network computes in torch (autocast, torch.compile and schedules apply to it).
+    computes_in_torch = True
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def check_optimizer(self) -> None:
+        """Run the optimizer's and the schedule's own argument checks (e.g. a negative lr, a
+        negative warm-up) on a one-element stand-in, so bad settings fail before training."""
+        stand_in = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
+        if self.scheduler_factory is not None:
+            self.scheduler_factory(stand_in)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         optimizer = self.optimizer_factory(self.net.parameters())

@@ -57,6 +57,11 @@ class NumpyClassifier(Classifier):
         self.numpy_optimizer = optimizer(net.parameters())
         self.criterion = CrossEntropyModule()
 
+    computes_in_torch = False
+
+    def check_optimizer(self) -> None:
+        pass  # the NumPy SGD checked its settings when it was built, in __init__
+
     def setup(self, stage: str) -> None:
         # NumPy computes this model, in its BLAS threads. Torch only gathers the batches, but its
         # OpenMP threads, once woken, spin-wait for more work on the same cores as NumPy's: on the
@@ -80,8 +85,10 @@ class NumpyClassifier(Classifier):
         log.info(f"NumPy {self.net}: {n:,} parameters, trained by NumPy SGD with lr {lr:g}")
 
     def forward(self, x: Tensor) -> Tensor:
-        """Class probabilities of a batch of images."""
-        return torch.from_numpy(self.net.forward(to_numpy(x)))
+        """Class logits of a batch of images, as every classifier returns: the log of the NumPy
+        MLP's probabilities (clipped at the dtype's smallest positive number, as its loss is)."""
+        probs = torch.from_numpy(self.net.forward(to_numpy(x)))
+        return probs.clamp(min=torch.finfo(probs.dtype).tiny).log()
 
     def scores_and_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Class probabilities and the mean cross-entropy of a batch, computed in NumPy."""

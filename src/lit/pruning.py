@@ -72,7 +72,7 @@ class ReportToTrial(pl.Callback):
             trainer.should_stop = True
             log.info(f"trial {self.number} pruned at step {trainer.global_step}")
             if self.run_dir is not None and trainer.is_global_zero:
-                from src import runs
+                from src import run_folder as runs
 
                 runs.write_record(Path(self.run_dir), pruned_at_step=trainer.global_step)
 

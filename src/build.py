@@ -1,0 +1,76 @@
+"""Config -> the objects of a run: the one place that instantiates them.
+
+``src.train``, ``src.evaluate``, ``src.gradcheck`` and the benchmark all build through here, and
+``src.checks`` validates what was built without building it again. A config read back from a run
+folder has had its ``_target_``s checked first (``RunFolder.config``, ``src.targets``).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from src.config import ConfigError
+
+
+def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate`` whose errors name the config key and the cause, without Hydra's wrapping."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"{key}: {cause}") from None
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The configured data module (nothing read yet: ``prepare_data`` and ``setup`` do that)."""
+    return instantiate_node(cfg.data, "data")
+
+
+def build_net(cfg: DictConfig, **model_kwargs: Any) -> Any:
+    """The configured network (``model_kwargs`` override its settings, e.g. the NumPy dtype)."""
+    return instantiate_node(cfg.model, "model", **model_kwargs)
+
+
+def build_classifier(cfg: DictConfig) -> pl.LightningModule:
+    """The network inside its LightningModule, with the configured optimizer and schedule."""
+    net = build_net(cfg)
+    if cfg.get("compile", False):
+        net.compile()  # in place: parameter names, and so checkpoints, stay those of the model
+    optimizer = instantiate_node(cfg.optimizer, "optimizer")
+    return instantiate_node(cfg.classifier, "classifier", net=net, optimizer=optimizer)
+
+
+def build_trainer(cfg: DictConfig, purge_step: int | None = None) -> pl.Trainer:
+    """The trainer with the configured callbacks and logger.
+
+    ``purge_step``: a resumed run drops the TensorBoard events its previous start logged from
+    this step on (after its last checkpoint).
+    """
+    callbacks = [
+        instantiate_node(c, f"callbacks.{name}")
+        for name, c in cfg.callbacks.items()
+        if c is not None
+    ]
+    resumed = (
+        {"purge_step": purge_step} if purge_step and "TensorBoard" in cfg.logger._target_ else {}
+    )
+    logger = instantiate_node(cfg.logger, "logger", **resumed)
+    return instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+
+
+@dataclass
+class Run:
+    """Everything one training run is made of."""
+
+    datamodule: pl.LightningDataModule
+    classifier: pl.LightningModule
+    trainer: pl.Trainer
+
+
+def build(cfg: DictConfig, purge_step: int | None = None) -> Run:
+    """Every object of a run, unchecked (``src.train.train`` checks in between)."""
+    return Run(build_datamodule(cfg), build_classifier(cfg), build_trainer(cfg, purge_step))
