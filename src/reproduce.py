@@ -45,9 +45,10 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from src import runs, verdicts
+from src import run_folder, verdicts
 from src.config import compose
 from src.run_folder import RunFolder, RunFolderError, find_runs
+from src.targets import UntrustedTargetError
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = "reproduce.yaml"  # DIR's record of this reproduction: what ran, how long
@@ -108,10 +109,22 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def settings_of(record: RunFolder) -> tuple[list[str], int]:
-    """The record's overrides without the machine's keys and its seed, then ``seed=``."""
-    seed = record.config().get("seed")
-    kept = [o for o in record.overrides() if not report.NOT_SETTINGS.match(o)]
+def settings_of(record: RunFolder) -> tuple[list[str], int | None]:
+    """The record's overrides without the machine's keys, its ``seed=`` last; and the seed.
+
+    A run started without ``seed=`` gets the seed of its saved config, if this checkout can open
+    that (its targets still exist); else this checkout's default seed applies.
+    """
+    overrides = record.overrides()
+    kept = [o for o in overrides if not report.NOT_SETTINGS.match(o)]
+    seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
+    if seeds:
+        seed = yaml.safe_load(seeds[-1])
+    else:
+        try:
+            seed = record.config().get("seed")
+        except UntrustedTargetError:
+            return kept, None
     return [*kept, f"seed={seed}"], seed
 
 
@@ -135,12 +148,12 @@ def read_rows(table: Path, out: Path, first_seeds: int | None) -> list[Row]:
             if folder is None:
                 continue  # report.py counts it as a run, the run folder reader does not
             name = folder.path.relative_to(table).as_posix()
-            if folder.record().get("status") != "completed":
+            if folder.status != "completed":
                 other.append(name)
                 continue
             settings, seed = settings_of(folder)
             completed.append(Job(folder, name, seed, settings, out / name))
-        completed.sort(key=lambda job: job.seed)
+        completed.sort(key=lambda job: (job.seed is None, job.seed or 0))
         rows.append(Row(label, completed[:first_seeds], other))
     return rows
 
@@ -164,12 +177,23 @@ def check_buildable(jobs: list[Job], extra: list[str]) -> list[str]:
         }
         composed = OmegaConf.to_container(cfg, resolve=False)
         composed.pop("hydra", None)
-        for key in config_differences(job.record.config(), composed):
-            drift[key] = None
+        try:  # the saved config, if this checkout can open it; the allow-list is the local one
+            saved = job.record.config(trusted=cfg.get("trusted_targets") or [])
+        except UntrustedTargetError as e:
+            drift[f"the saved config's targets ({unopenable(e)})"] = None
+        else:
+            for key in config_differences(OmegaConf.to_container(saved), composed):
+                drift[key] = None
         for group in sorted(set(choices) | set(recorded_choices)):
             if choices.get(group) != recorded_choices.get(group) and recorded_choices:
                 drift[f"{group} (config group)"] = None
     return list(drift)
+
+
+def unopenable(error: UntrustedTargetError) -> str:
+    """The reason in ``RunFolder.config``'s refusal, without the path and the advice."""
+    reason = str(error).split(" is refused: ", 1)[-1]
+    return reason.split(";", 1)[0]
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -195,7 +219,7 @@ def config_differences(recorded: dict, composed: dict) -> list[str]:
 
 def provenance(jobs: list[Job]) -> str:
     """One line: the records' commits and package versions against this checkout's."""
-    here = runs.git_state()
+    here = run_folder.git_state()
     commits = sorted({str((job.record.record().get("git") or {}).get("commit")) for job in jobs})
     head = here.get("commit") or "unknown"
     if commits == [head]:
@@ -273,7 +297,7 @@ def plan(job: Job) -> None:
         )
     if rerun.is_finished():
         job.how = "skip"
-    elif (job.out / runs.LAST_CHECKPOINT).is_file():
+    elif rerun.last_checkpoint.is_file():
         job.how = "resume"
     else:
         job.how = "start"  # stopped before its first checkpoint

@@ -17,6 +17,7 @@ from tests.conftest import FAST, ROOT, run_cli
 
 # Checkpoints at steps 4 and 8: a run killed at step 6 continues from step 4.
 TABLE = [*FAST, "trainer.max_steps=12", "trainer.val_check_interval=4"]
+TRUST_KILLER = "trusted_targets=[tests.killer]"
 KILL = [
     "+callbacks.killer._target_=tests.killer.KillAtStep",
     "+callbacks.killer.step=6",
@@ -122,7 +123,8 @@ def test_a_killed_reproduction_continues_without_rerunning_finished_seeds(record
     assert read_yaml(out / "1" / "run.yaml")["status"] == "running"
     assert torch.load(out / "1" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
-    resumed = reproduce_cli(str(records), "--out", str(out), cwd=tmp_path)
+    # The saved config names the killer: resuming it needs it trusted (src.targets).
+    resumed = reproduce_cli(str(records), "--out", str(out), TRUST_KILLER, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "0 (seed 0): finished in an earlier reproduction, skipped" in resumed.stdout
     assert f"1 (seed 1): resumed: python -m src.train resume={out / '1'}" in resumed.stdout
@@ -133,18 +135,27 @@ def test_a_killed_reproduction_continues_without_rerunning_finished_seeds(record
     assert [s["how"] for s in segments] == ["start", "resume"] and "seconds" not in segments[0]
 
 
-def test_a_record_this_checkout_cannot_build_is_refused(records, tmp_path, capsys):
-    table = tmp_path / "tiny"
-    shutil.copytree(records, table)
-    overrides = table / "1" / ".hydra" / "overrides.yaml"
-    overrides.write_text(yaml.safe_dump([*read_yaml(overrides), "model=no_such_model"]))
+def hand_made_record(folder: Path, overrides: list[str]) -> Path:
+    """A completed run's record as src.train writes it, without training: the saved config, the
+    overrides, and run.yaml."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    metrics = {"best_val/acc": 0.5, "final_test/acc": 0.5, "final_test/loss": 1.5}
+    (folder / "run.yaml").write_text(yaml.safe_dump({"status": "completed", "metrics": metrics}))
+    return folder
+
+
+def test_a_record_this_checkout_cannot_build_is_refused(tmp_path, capsys):
+    hand_made_record(tmp_path / "tiny" / "0", ["data=fake", "seed=0"])
+    hand_made_record(tmp_path / "tiny" / "1", ["data=fake", "model=no_such_model", "seed=1"])
     out = tmp_path / "out"
 
-    assert reproduce.main([str(table), "--out", str(out)]) == 1
+    assert reproduce.main([str(tmp_path / "tiny"), "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
-    assert "this checkout cannot build the record's config" in captured.err
+    assert "tiny/1: this checkout cannot build the record's config" in captured.err
     assert "model/no_such_model" in captured.err
     assert not out.exists()
 
@@ -164,10 +175,11 @@ def test_a_missing_or_foreign_folder_is_one_sentence(make, expected, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
-def test_an_output_folder_of_something_else_is_refused(records, tmp_path, capsys):
+def test_an_output_folder_of_something_else_is_refused(tmp_path, capsys):
+    hand_made_record(tmp_path / "tiny" / "0", ["data=fake", "seed=0"])
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "thesis.tex").write_text("")
-    assert reproduce.main([str(records), "--out", str(tmp_path / "out")]) == 1
+    assert reproduce.main([str(tmp_path / "tiny"), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "is not a reproduction folder" in err and err.count("\n") == 1
 
