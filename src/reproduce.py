@@ -386,6 +386,8 @@ class Runner:
             self.say(job, f"completed in {format_seconds(seconds)}")
         elif returncode == 130:
             self.say(job, f"interrupted after {format_seconds(seconds)}, checkpointed")
+        elif self.stopping:
+            self.say(job, f"stopped (exit {returncode}) after {format_seconds(seconds)}")
         else:
             self.say(job, f"failed (exit {returncode}): {last_line(job.out / 'reproduce.log')}")
 
