@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from src import reproduce, verdicts
+from src import reproduce
+from src.reproduce import verdicts
 from tests.conftest import FAST, ROOT, run_cli
 
 # Checkpoints at steps 4 and 8: a run killed at step 6 continues from step 4.
@@ -88,7 +89,7 @@ def test_a_tampered_record_differs(records, reproduced, tmp_path):
     table = tmp_path / "tiny"
     shutil.copytree(records, table)
     # One metric, in both runs: tampering one run alone would widen the recorded spread, and
-    # with it the tolerance, by as much as the mean moves (src.verdicts).
+    # with it the tolerance, by as much as the mean moves (src.reproduce.verdicts).
     for seed in ("0", "1"):
         record = read_yaml(table / seed / "run.yaml")
         record["metrics"]["final_test/acc"] += 0.1
@@ -102,7 +103,7 @@ def test_a_tampered_record_differs(records, reproduced, tmp_path):
     result = reproduce_cli(str(table), "--out", str(again), cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     first = result.stdout.splitlines()[0]
-    assert "commit 0000000" in first and "the code may differ" in first
+    assert "commit 0000000, " in first and "the code may differ" in first
     assert f"torch {torch.__version__.split('+')[0]} (recorded 1.0.0" in first
     assert "finished in an earlier reproduction, skipped" in result.stdout
     assert "**differs**" in result.stdout and "| final_test/acc |" in result.stdout
@@ -194,7 +195,7 @@ def test_bad_arguments_are_one_sentence(args, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------
-# The verdict rules (src.verdicts)
+# The verdict rules (src.reproduce.verdicts)
 # ------------------------------------------------------------------------------------------------
 
 
