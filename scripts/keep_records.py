@@ -15,8 +15,12 @@ import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+
+from src.run_folder import CHECKPOINTS  # noqa: E402
+
 LEFT_OUT_SUFFIXES = {".ckpt", ".png", ".pyc", ".tmp"}
-LEFT_OUT_FOLDERS = {"checkpoints", "__pycache__"}
+LEFT_OUT_FOLDERS = {CHECKPOINTS, "__pycache__"}
 
 
 def kept(path: Path, source: Path) -> bool:

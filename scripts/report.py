@@ -8,13 +8,13 @@ RESULTS.md marks each generated table with ``<!-- report:begin NAME -->`` and
 ``<!-- report:end -->``; everything between the two is replaced by the table of the runs under
 ``RESULTS/NAME/`` (any depth: a sweep folder's numbered jobs, or single run folders).
 
-A run is a folder with ``run.yaml`` (its status and final metrics, written by ``src.train``) and
-``.hydra/config.yaml`` (its composed config). Runs whose configs differ only by ``seed`` form one
-group, one row: the mean ± sample standard deviation and the number n of completed runs, for the
-validation accuracy of the tested checkpoint (``best_val/acc``, absent without a validation split)
-and its test accuracy and loss; plus the test set's expected calibration error when the run was
-evaluated (``eval/metrics.yaml``, ``python -m src.evaluate``). Runs that did not complete are
-counted, never averaged.
+A run is a run folder (``src.run_folder``): ``run.yaml`` (its status and final metrics, written by
+``src.train``) and ``.hydra/config.yaml`` (its composed config). Runs whose configs differ only by
+``seed`` form one group, one row: the mean ± sample standard deviation and the number n of
+completed runs, for the validation accuracy of the tested checkpoint (``best_val/acc``, absent
+without a validation split) and its test accuracy and loss; plus the test set's expected
+calibration error when the run was evaluated (``eval/metrics.yaml``, ``python -m src.evaluate``).
+Runs that did not complete are counted, never averaged.
 """
 
 import argparse
@@ -27,6 +27,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from anywhere
+
+from src import run_folder  # noqa: E402
+
 # Column title -> where its value is: a run.yaml metric, or ("eval", split, key) in
 # eval/metrics.yaml.
 COLUMNS = {
@@ -42,38 +46,27 @@ MARKERS = re.compile(
 )
 
 
-def read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_run(run_dir: Path) -> dict:
+def read_run(run: run_folder.RunFolder) -> dict:
     """A run's status, metrics, config without its seed, and the overrides that set it up."""
-    record = read_yaml(run_dir / "run.yaml")
-    config = read_yaml(run_dir / ".hydra" / "config.yaml")
+    config = run_folder.read_yaml(run.path / run_folder.CONFIG)  # as text: nothing is built
     config.pop("seed", None)  # (unresolved: the NumPy MLP's model.seed stays "${seed}")
-    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    metrics = dict(record.get("metrics") or {})
-    evaluation = read_yaml(run_dir / "eval" / "metrics.yaml")
+    metrics = run.metrics()
+    evaluation = run.eval_metrics()
     for title, where in COLUMNS.items():
         if isinstance(where, tuple) and isinstance(evaluation.get(where[1]), dict):
             metrics[title] = evaluation[where[1]].get(where[2])
     return {
-        "dir": run_dir,
-        "status": record.get("status", "unknown"),
+        "dir": run.path,
+        "status": run.status,
         "metrics": metrics,
         "config": config,
-        "settings": [o for o in overrides if not NOT_SETTINGS.match(o)],
+        "settings": [o for o in run.overrides() if not NOT_SETTINGS.match(o)],
     }
 
 
 def find_runs(folder: Path) -> list[dict]:
     """Every run under ``folder``, in path order."""
-    dirs = sorted(p.parent for p in folder.rglob("run.yaml") if (p.parent / ".hydra").is_dir())
-    return [read_run(d) for d in dirs]
+    return [read_run(run) for run in run_folder.find_runs(folder)]
 
 
 def group_by_config(runs: list[dict]) -> list[list[dict]]:

@@ -3,11 +3,11 @@
     python scripts/summarize.py outputs/sweeps/2026-01-01_12-00-00_mlp
     python scripts/summarize.py SWEEP_DIR --out results/mlp_sweep   # results/mlp_sweep.{md,csv}
 
-A job is a folder of the sweep with a ``.hydra/`` folder (Hydra's record of its config and
-overrides); a single run's folder works too. Its status and final metrics are what its
-``run.yaml`` recorded (``src/runs.py``): ``best_val/acc`` (the validation accuracy of the checkpoint
-that was tested) and ``final_test/acc``, ``final_test/loss`` (that checkpoint on the test set). Its
-TensorBoard curves add ``val/loss`` at the tested checkpoint's step and the last step logged.
+A job is a run folder of the sweep (``src.run_folder``); a single run's folder works too. Its
+status and final metrics are what its ``run.yaml`` recorded: ``best_val/acc`` (the validation
+accuracy of the checkpoint that was tested) and ``final_test/acc``, ``final_test/loss`` (that
+checkpoint on the test set). Its TensorBoard curves add ``val/loss`` at the tested checkpoint's
+step and the last step logged.
 
 Jobs are ranked by validation accuracy, never by test accuracy: the test set only reports. A job
 that did not complete is listed at the bottom with the last step it logged, so a broken job is seen
@@ -30,10 +30,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
+from src.run_folder import RunFolder, find_runs  # noqa: E402
 from src.scalars import read_scalars  # noqa: E402
 
 METRIC_COLUMNS = ["val_acc", "val_loss", "test_acc", "test_loss"]
@@ -42,31 +42,9 @@ TRIAL_LINK = "+callbacks.optuna_trial."
 STATUS_RANK = {"completed": 0, "pruned": 1}
 
 
-def find_jobs(sweep_dir: Path) -> list[Path]:
-    """A sweep's job folders (numeric names in numeric order), or the folder itself if a run."""
-    if (sweep_dir / ".hydra").is_dir():
-        return [sweep_dir]
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
-    return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
-
-
-def read_overrides(job_dir: Path) -> dict[str, str]:
-    """The job's command-line overrides as ``{key: value}``, from ``.hydra/overrides.yaml``."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    try:
-        items = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError):
-        return {}
-    return dict(item.split("=", 1) if "=" in item else (item, "") for item in items)
-
-
-def read_record(job_dir: Path) -> dict:
-    """The job's own record (``run.yaml``: status, error, ...), or an empty dict if it has none."""
-    try:
-        record = yaml.safe_load((job_dir / "run.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return record if isinstance(record, dict) else {}
+def overrides_of(job: RunFolder) -> dict[str, str]:
+    """The job's command-line overrides as ``{key: value}``."""
+    return dict(o.split("=", 1) if "=" in o else (o, "") for o in job.overrides())
 
 
 def read_curves(job_dir: Path) -> dict[str, dict[int, float]]:
@@ -118,12 +96,12 @@ def summarize(sweep_dir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
 
     Only the overrides that differ between jobs get a column; the shared ones are returned apart.
     """
-    jobs = find_jobs(sweep_dir)
+    jobs = find_runs(sweep_dir, recorded=False)
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir}: no job folders (folders with a .hydra/ inside)")
     # The sweeper's link from a job to its Optuna trial is no setting of the run: not a column.
     overrides = {
-        job: {k: v for k, v in read_overrides(job).items() if not k.startswith(TRIAL_LINK)}
+        job: {k: v for k, v in overrides_of(job).items() if not k.startswith(TRIAL_LINK)}
         for job in jobs
     }
     keys = list(dict.fromkeys(k for o in overrides.values() for k in o))
@@ -132,10 +110,10 @@ def summarize(sweep_dir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
 
     rows = []
     for job in jobs:
-        row: dict[str, object] = {"job": job.name}
+        row: dict[str, object] = {"job": job.path.name}
         row.update({k: overrides[job].get(k, "") for k in varying})
-        record = read_record(job)
-        row.update(job_metrics(record, read_curves(job)))
+        record = job.record()
+        row.update(job_metrics(record, read_curves(job.path)))
         row["error"] = str(record.get("error") or "") if row["status"] not in STATUS_RANK else ""
         rows.append(row)
     table = pd.DataFrame(rows)

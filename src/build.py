@@ -38,10 +38,11 @@ def build_net(cfg: DictConfig, **model_kwargs: Any) -> Any:
 def build_classifier(cfg: DictConfig) -> pl.LightningModule:
     """The network inside its LightningModule, with the configured optimizer and schedule."""
     net = build_net(cfg)
-    if cfg.get("compile", False):
-        net.compile()  # in place: parameter names, and so checkpoints, stay those of the model
     optimizer = instantiate_node(cfg.optimizer, "optimizer")
-    return instantiate_node(cfg.classifier, "classifier", net=net, optimizer=optimizer)
+    compile_net = bool(cfg.get("compile", False))
+    return instantiate_node(
+        cfg.classifier, "classifier", net=net, optimizer=optimizer, compile_net=compile_net
+    )
 
 
 def build_trainer(cfg: DictConfig, purge_step: int | None = None) -> pl.Trainer:

@@ -185,11 +185,19 @@ class RunFolder:
         return os.path.relpath(Path(path).resolve(), self.path.resolve())
 
 
-def find_runs(root: str | Path) -> list[RunFolder]:
-    """Every run folder under ``root`` (``root`` itself included), in path order."""
-    root = Path(root)
-    found = {p.parent.parent for p in root.rglob(str(CONFIG))}
-    return [RunFolder(p) for p in sorted(found) if (p / RECORD).is_file()]
+def _natural(path: Path) -> tuple:
+    """Sort key: sweep jobs 2 before 10."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts)
+
+
+def find_runs(root: str | Path, recorded: bool = True) -> list[RunFolder]:
+    """Every run folder under ``root`` (``root`` itself included), in path order (job 2 before
+    job 10). With ``recorded=False`` also folders with Hydra's ``.hydra/`` but no ``run.yaml`` (a
+    job killed before it could record itself)."""
+    found = {p.parent for p in Path(root).rglob(HYDRA_DIR) if p.is_dir()}
+    return [
+        RunFolder(p) for p in sorted(found, key=_natural) if not recorded or (p / RECORD).is_file()
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,6 +215,7 @@ def claim(path: Path, exact: bool) -> Path:
     for n in range(1, 1000):
         candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
         if not holds_run(candidate):
+            _CREATED.extend(p for p in (candidate, *candidate.parents) if not p.exists())
             candidate.mkdir(parents=True, exist_ok=True)
             try:
                 fd = os.open(candidate / RECORD, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -224,16 +233,21 @@ def claim(path: Path, exact: bool) -> Path:
     raise RunFolderError(f"{path}: no free run folder name after 999 tries")
 
 
+#: Folders this process created to claim a run folder (the run folder and missing parents).
+_CREATED: list[Path] = []
+
+
 def release(run_dir: Path) -> None:
-    """Remove what a refused new run wrote (its record, saved config and log) and its folder if
-    that is then empty: refused input leaves nothing behind."""
+    """Remove what a refused new run wrote (its record, saved config and log), and the folders
+    its claim created if they are then empty: refused input leaves nothing behind."""
     for name in (RECORD, f"{RECORD}.tmp"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / HYDRA_DIR, ignore_errors=True)
     for log in run_dir.glob("*.log"):
         log.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()  # only if empty
+    for folder in sorted(set(_CREATED), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def _check_writable(folder: Path) -> None:

@@ -36,8 +36,8 @@ __all__ = ["ConfigError", "Run", "UserError", "main", "prepare", "train"]
 # What the user can act on, reported as one sentence without a stack trace: bad input, a failed
 # run, or a file system that cannot take the run's files (full, read-only).
 UserError = (
-    ConfigError | DataError | run_folder.RunFolderError | UntrustedTargetError
-    | NonFiniteLossError | OSError
+    ConfigError, DataError, run_folder.RunFolderError, UntrustedTargetError, NonFiniteLossError,
+    OSError,
 )  # fmt: skip
 
 

@@ -35,3 +35,25 @@ class PoisonAtStep(pl.Callback):
         if trainer.global_step == self.step:
             for p in pl_module.parameters():
                 p.data.fill_(float("nan"))
+
+
+class FailWritesAfterStep(pl.Callback):
+    """From step ``step`` of a fresh start on, every checkpoint write fails as it would on a full
+    disk (torch's ``RuntimeError``) or a folder turned read-only (``OSError``, EROFS)."""
+
+    def __init__(self, step: int, kind: str = "read_only"):
+        self.step, self.kind = step, kind
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *_) -> None:
+        if trainer.global_step != self.step or trainer.ckpt_path is not None:
+            return
+        import errno
+
+        import torch
+
+        def fail(*args, **kwargs):
+            if self.kind == "full":
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        torch.save = fail

@@ -44,6 +44,7 @@ class Classifier(pl.LightningModule):
     ``optimizer`` is a factory that takes the parameters (Hydra's ``_partial_: true``), so the
     optimizer and its settings come from config. ``scheduler``, a factory that takes the optimizer
     (or None: a constant learning rate), sets the learning rate after every optimizer step.
+    ``compile_net`` compiles the network with ``torch.compile`` (``compile=true``).
     """
 
     def __init__(
@@ -52,8 +53,11 @@ class Classifier(pl.LightningModule):
         optimizer: OptimizerFactory,
         num_classes: int,
         scheduler: SchedulerFactory | None = None,
+        compile_net: bool = False,
     ):
         super().__init__()
+        if compile_net:  # torch.compile, in place: parameter names (checkpoints) stay the model's
+            net.compile()
         self.net, self.optimizer_factory = net, optimizer
         self.scheduler_factory = scheduler  # its settings are checked before a run (src.checks)
         self.train_metrics: dict[str, float] = {}

@@ -46,7 +46,12 @@ class NumpyClassifier(Classifier):
         optimizer: Callable[[list], SGD],
         num_classes: int,
         scheduler: None = None,
+        compile_net: bool = False,
     ):
+        if compile_net:
+            raise ValueError(
+                "compile=true: the NumPy model is not a torch module (nothing to compile)"
+            )
         if scheduler is not None:
             raise ValueError(
                 "the NumPy MLP trains with the assignment's constant learning rate (its NumPy SGD "
