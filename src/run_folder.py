@@ -123,9 +123,10 @@ class RunFolder:
         return cfg
 
     def overrides(self) -> list[str]:
-        """The command-line overrides of the run's first start."""
+        """The command-line overrides of the run's first start, as typed (``${monitor}`` in a
+        sweep job's override stays as it is: it is not this file's to resolve)."""
         path = self.path / OVERRIDES
-        return list(OmegaConf.load(path)) if path.is_file() else []
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else []
 
     def choices(self) -> dict[str, str]:
         """The config-group options of the run's first start (``model: mlp``, ...)."""

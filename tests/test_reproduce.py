@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from src import reproduce
-from src.reproduce import verdicts
+from src.reproduce import plan, verdicts
 from tests.conftest import FAST, ROOT, run_cli
 
 # Checkpoints at steps 4 and 8: a run killed at step 6 continues from step 4.
@@ -140,7 +140,8 @@ def hand_made_record(folder: Path, overrides: list[str]) -> Path:
     """A completed run's record as src.train writes it, without training: the saved config, the
     overrides, and run.yaml."""
     (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))
+    seed = int(next(o for o in overrides if o.startswith("seed=")).split("=")[1])
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed}))
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     metrics = {"best_val/acc": 0.5, "final_test/acc": 0.5, "final_test/loss": 1.5}
     (folder / "run.yaml").write_text(yaml.safe_dump({"status": "completed", "metrics": metrics}))
@@ -159,6 +160,25 @@ def test_a_record_this_checkout_cannot_build_is_refused(tmp_path, capsys):
     assert "tiny/1: this checkout cannot build the record's config" in captured.err
     assert "model/no_such_model" in captured.err
     assert not out.exists()
+
+
+def test_the_command_is_the_records_overrides_less_the_machines_keys(tmp_path):
+    # As an Optuna sweep's job records them: an interpolation that only the job resolves.
+    overrides = ["data=fake", "+callbacks.trial.monitor=${monitor}", "data.root=/elsewhere",
+                 "paths.output_root=/elsewhere", "seed=3"]  # fmt: skip
+    hand_made_record(tmp_path / "tiny" / "a", overrides)
+    [row] = plan.read_rows(tmp_path / "tiny", tmp_path / "out", None)
+    [job] = row.jobs
+    assert job.seed == 3
+    job.how = "start"
+    assert job.command(["data.root=/here"]) == [
+        "data=fake", "+callbacks.trial.monitor=${monitor}", "seed=3",
+        "data.root=/here", f"hydra.run.dir={tmp_path / 'out' / 'a'}",
+    ]  # fmt: skip
+    job.how = "resume"
+    assert job.command(["data.root=/here", "+x=1"]) == [
+        f"resume={tmp_path / 'out' / 'a'}", "data.root=/here",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

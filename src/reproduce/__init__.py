@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from src.reproduce import verdicts
-from src.reproduce.plan import Refusal, check_buildable, now, plan, provenance, read_rows, shown
+from src.reproduce.plan import Refusal, check_buildable, now, plan_job, provenance, read_rows, shown
 from src.reproduce.runner import Runner, read_state, write_state
 from src.reproduce.summary import REPORT, compare, write_report
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         drift = check_buildable(jobs, args.overrides)
         state = read_state(args.out)
         for job in jobs:
-            plan(job)
+            plan_job(job)
             job.segments = (state.get("runs") or {}).get(job.name, {}).get("segments", [])
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)

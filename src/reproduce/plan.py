@@ -13,13 +13,11 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import yaml
 from omegaconf import OmegaConf
 
 from src import run_folder
 from src.config import compose
 from src.run_folder import RunFolder, RunFolderError, find_runs
-from src.targets import UntrustedTargetError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +47,7 @@ class Job:
     seed: int
     settings: list[str]  # the record's overrides less the machine's keys, then seed=
     out: Path
-    how: str = ""  # "skip", "resume" or "start", decided by ``plan``
+    how: str = ""  # "skip", "resume" or "start", decided by ``plan_job``
     segments: list[dict] = field(default_factory=list)
 
     def command(self, extra: list[str]) -> list[str]:
@@ -77,22 +75,16 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def settings_of(record: RunFolder) -> tuple[list[str], int | None]:
-    """The record's overrides without the machine's keys, its ``seed=`` last; and the seed.
+def saved_config(record: RunFolder) -> dict:
+    """The record's saved config as text, unresolved: nothing of it is built here (as
+    scripts/report.py reads it), so its targets need not exist in this checkout."""
+    return run_folder.read_yaml(record.path / run_folder.CONFIG)
 
-    A run started without ``seed=`` gets the seed of its saved config, if this checkout can open
-    that (its targets still exist); else this checkout's default seed applies.
-    """
-    overrides = record.overrides()
-    kept = [o for o in overrides if not report.NOT_SETTINGS.match(o)]
-    seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
-    if seeds:
-        seed = yaml.safe_load(seeds[-1])
-    else:
-        try:
-            seed = record.config().get("seed")
-        except UntrustedTargetError:
-            return kept, None
+
+def settings_of(record: RunFolder) -> tuple[list[str], int]:
+    """The record's overrides without the machine's keys, then ``seed=`` its saved seed."""
+    kept = [o for o in record.overrides() if not report.NOT_SETTINGS.match(o)]
+    seed = saved_config(record).get("seed")
     return [*kept, f"seed={seed}"], seed
 
 
@@ -112,16 +104,14 @@ def read_rows(table: Path, out: Path, first_seeds: int | None) -> list[Row]:
         label = report.summarize_group(group)["settings"]
         completed, other = [], []
         for run in group:
-            folder = by_path.get(Path(run["dir"]).resolve())
-            if folder is None:
-                continue  # report.py counts it as a run, the run folder reader does not
+            folder = by_path[Path(run["dir"]).resolve()]
             name = folder.path.relative_to(table).as_posix()
             if folder.status != "completed":
                 other.append(name)
                 continue
             settings, seed = settings_of(folder)
             completed.append(Job(folder, name, seed, settings, out / name))
-        completed.sort(key=lambda job: (job.seed is None, job.seed or 0))
+        completed.sort(key=lambda job: job.seed)
         rows.append(Row(label, completed[:first_seeds], other))
     return rows
 
@@ -145,23 +135,12 @@ def check_buildable(jobs: list[Job], extra: list[str]) -> list[str]:
         }
         composed = OmegaConf.to_container(cfg, resolve=False)
         composed.pop("hydra", None)
-        try:  # the saved config, if this checkout can open it; the allow-list is the local one
-            saved = job.record.config(trusted=cfg.get("trusted_targets") or [])
-        except UntrustedTargetError as e:
-            drift[f"the saved config's targets ({unopenable(e)})"] = None
-        else:
-            for key in config_differences(OmegaConf.to_container(saved), composed):
-                drift[key] = None
+        for key in config_differences(saved_config(job.record), composed):
+            drift[key] = None
         for group in sorted(set(choices) | set(recorded_choices)):
             if choices.get(group) != recorded_choices.get(group) and recorded_choices:
                 drift[f"{group} (config group)"] = None
     return list(drift)
-
-
-def unopenable(error: UntrustedTargetError) -> str:
-    """The reason in ``RunFolder.config``'s refusal, without the path and the advice."""
-    reason = str(error).split(" is refused: ", 1)[-1]
-    return reason.split(";", 1)[0]
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -222,7 +201,7 @@ def installed_version(name: str) -> str | None:
         return None
 
 
-def plan(job: Job) -> None:
+def plan_job(job: Job) -> None:
     """Skip, resume or start ``job``, from what its folder in DIR holds."""
     if not job.out.exists():
         job.how = "start"
