@@ -301,24 +301,27 @@ class ClaimRunFolder(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.sweep.dir))
         _check_writable(folder)
-        jobs = [p for p in folder.iterdir() if holds_run(p)] if folder.is_dir() else []
-        if not jobs:
-            return
-        if "dl_optuna_sweeper" in str(config.hydra.sweeper.get("_target_", "")):
-            return  # the Optuna sweeper continues its own study there
-        named = any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra)
-        if named:
-            _refuse(
-                f"hydra.sweep.dir={folder} already holds {len(jobs)} job folders; choose a new "
-                "folder (a job is continued with python -m src.train resume=<job folder>)"
-            )
-        for n in range(2, 1000):  # the default name, taken in the same second: the next one
-            candidate = folder.with_name(f"{folder.name}-{n}")
-            with contextlib.suppress(FileExistsError):
+        if any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra):
+            jobs = [p for p in folder.iterdir() if holds_run(p)] if folder.is_dir() else []
+            if jobs and "dl_optuna_sweeper" not in str(config.hydra.sweeper.get("_target_")):
+                _refuse(
+                    f"hydra.sweep.dir={folder} already holds {len(jobs)} job folders; choose a "
+                    "new folder (a job is continued with python -m src.train resume=<job folder>)"
+                )
+            return  # a named folder: new, empty, or the Optuna sweeper continuing its study
+        # The default name: claimed by creating it, so that sweeps started in the same second
+        # get <name>, <name>-2, ...
+        for n in range(1, 1000):
+            candidate = folder if n == 1 else folder.with_name(f"{folder.name}-{n}")
+            try:
                 candidate.mkdir(parents=True)
                 break
-        with read_write(config.hydra.sweep):
+            except FileExistsError:
+                continue
+        # Every job's config is composed again from the hydra overrides: the claim goes there.
+        with read_write(config.hydra):
             config.hydra.sweep.dir = str(candidate)
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={candidate}")
 
 
 class RequireRunFolder(Callback):

@@ -77,6 +77,22 @@ def test_four_runs_started_at_once_get_four_complete_folders(tmp_path):
         assert len(writers) == 1  # one process's curves, not a mix
 
 
+@pytest.mark.slow
+def test_two_sweeps_started_at_once_get_two_sweep_folders(tmp_path):
+    outputs = tmp_path / "outputs"
+    args = ["-m", *FAST_CLI, f"paths.output_root={outputs}", f"paths.data_dir={tmp_path / 'd'}",
+            "seed=1,2"]  # fmt: skip
+    cmd = [sys.executable, "-m", "src.train", *args]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 2
+    runs = find_runs(outputs)
+    assert len(runs) == 4 and len({run.path.parent for run in runs}) == 2
+    assert all(run.status == "completed" for run in runs)
+
+
 def test_a_named_folder_that_holds_a_finished_run_is_refused_untouched(
     tmp_path, monkeypatch, capsys
 ):
