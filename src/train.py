@@ -104,6 +104,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run = build(cfg, purge_step=start_step + 1 if start_step else None)
     run.trainer.fit(run.classifier, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+    # A sweep's pruner stopped the run early: its callback says at which step (the Optuna
+    # sweeper's ReportToTrial); the record then ends "pruned" (runs.end_status).
+    pruned = [c.pruned_at_step for c in run.trainer.callbacks
+              if getattr(c, "pruned_at_step", None) is not None]  # fmt: skip
+    if pruned:
+        runs.write_record(Path(cfg.paths.output_dir), pruned_at_step=pruned[0])
     metrics = final_test(run, cfg)
     record_hparams(run, cfg, metrics)
     return metrics
