@@ -129,16 +129,19 @@ def test_a_study_whose_pruner_names_a_loader_is_refused(loader, finished_sweep, 
     assert len(load(shared).get_trials()) == 1 and folders(shared) == ["0"]
 
 
+@pytest.mark.parametrize("storage", ["default", "sqlite"])
 def test_a_new_study_in_a_folder_with_another_sweeps_jobs_is_refused(
-    fast_overrides, tmp_path, capsys
+    storage, fast_overrides, tmp_path, capsys
 ):
-    """A sweep folder that holds a plain multirun's jobs (no study) is not reused."""
+    """A sweep folder that holds a plain multirun's jobs (no study) is not reused, whether the
+    study would be kept in it (the default journal) or in a database."""
     sweep = tmp_path / "sweep"
     with pytest.MonkeyPatch.context() as monkeypatch:
         run_main("-m", *fast_overrides, "optimizer.lr=1e-3", f"hydra.sweep.dir={sweep}",
                  monkeypatch=monkeypatch)  # fmt: skip
     before = sorted(p.name for p in sweep.iterdir())
-    error = refused(*fast_overrides, *SEARCH, f"hydra.sweep.dir={sweep}", capsys=capsys)
+    url = [] if storage == "default" else [f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db"]
+    error = refused(*fast_overrides, *SEARCH, *url, f"hydra.sweep.dir={sweep}", capsys=capsys)
     assert error == (f"error: hydra.sweep.dir={sweep} holds the jobs of another sweep, and study "
                      "mlp_optuna is not in it: use another hydra.sweep.dir")  # fmt: skip
     assert sorted(p.name for p in sweep.iterdir()) == before  # no journal left behind

@@ -78,8 +78,19 @@ def test_a_process_that_joins_a_study_being_created_waits_for_its_record(
     creator = optuna.create_study(storage=optuna.storages.JournalStorage(backend),
                                   study_name="mlp_optuna", direction="maximize")  # fmt: skip
 
-    def write_record() -> None:
-        time.sleep(1.0)
+    joined = threading.Event()
+    load_study = optuna.load_study
+
+    def load_and_say(*args, **kwargs) -> optuna.Study:
+        study = load_study(*args, **kwargs)
+        joined.set()
+        return study
+
+    monkeypatch.setattr(optuna, "load_study", load_and_say)
+
+    def write_record() -> None:  # the creator, a moment after the other process joined
+        joined.wait(timeout=60)
+        time.sleep(0.5)
         for kind, value in record.items():
             creator.set_user_attr(kind, value)
 

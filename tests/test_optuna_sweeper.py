@@ -293,6 +293,9 @@ def test_a_copied_sweep_summarizes_from_its_new_place(fast_overrides, tmp_path, 
     assert summarize.main([str(moved)]) == 0
     table, _ = summarize.summarize(moved)
     assert table.job.iloc[0] == str(best)
+    written = yaml.safe_load((moved / "optimization_results.yaml").read_text())
+    assert written["storage"] == "journal:optuna_journal.log"
+    assert written["best_job_dir"] == str(best)
     results = sweep_results.read(moved)
     assert results["best_trial"] == best and results["best_job_dir"] == str(moved / str(best))
     assert (moved / "study_optimization_history.png").stat().st_size > 0  # the study was read
