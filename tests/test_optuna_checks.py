@@ -160,3 +160,19 @@ def test_a_stored_spec_may_name_only_optuna_pruners_samplers_and_allowed_modules
                 {"_target_": "optuna.prunersX.Thing"}):  # fmt: skip
         with pytest.raises(SweepError, match="which a study may not name"):
             check_targets(bad, "p")
+
+
+def test_pruning_without_the_trial_reporter_is_refused(fast_overrides, tmp_path, capsys):
+    """Without the reporter no trial reports, so the pruner would silently never prune."""
+    from hydra_plugins.dl_optuna_sweeper.report import ReportToTrial
+    from hydra_plugins.dl_optuna_sweeper.search import REPORTER
+
+    assert f"{ReportToTrial.__module__}.{ReportToTrial.__qualname__}" == REPORTER
+    sweep = tmp_path / "sweep"
+    args = [*fast_overrides, *SEARCH, "~callbacks.optuna_trial", f"hydra.sweep.dir={sweep}"]
+    error = refused(*args, capsys=capsys)
+    assert error.startswith(
+        "error: hydra.sweeper.pruner prunes on the trials' reports, but the job's callbacks have "
+        "no reporter: add callbacks.optuna_trial: "
+    )
+    assert not sweep.exists()

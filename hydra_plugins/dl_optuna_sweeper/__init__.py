@@ -5,8 +5,9 @@ any number of sweep processes. ``hydra_plugins`` is a namespace package (no ``__
 Hydra finds this plugin next to its own ones.
 
 One job per module: ``config`` (the config node), ``space`` (the search space and its checks),
-``study`` (storage, study and its record, the pruner), ``sampling`` (a sampler seeded per
-trial), ``owners`` (which trials still run), ``sweeper`` (the loop of asking, launching and
-telling), ``results`` (``optimization_results.yaml``), ``console`` (what a sweep prints),
-``report`` (the job side: the Lightning callback that reports to the trial) and ``figures``.
+``search`` (what a search is: its record, its reporter), ``study`` (storage, the study and its
+record, the pruner), ``sampling`` (a sampler seeded per trial), ``owners`` (which trials still
+run), ``sweeper`` (the loop of asking, launching and telling), ``results``
+(``optimization_results.yaml``), ``console`` (what a sweep prints), ``report`` (the job side:
+the Lightning callback that reports to the trial) and ``figures``.
 """

@@ -33,15 +33,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from . import console, results
+from . import console, results, search
 from .errors import SweepError
 from .owners import heartbeat, is_alive, owner
-from .report import ReportToTrial
 from .sampling import SeededPerTrial, make_sampler
 from .space import Space, check_against_config, parse
 from .study import (
     DEFAULT_JOURNAL,
-    PRUNER_SPEC,
     join_study,
     journal_path,
     make_pruner,
@@ -53,7 +51,6 @@ from .study import (
 
 log = logging.getLogger(__name__)
 
-REPORTER = f"{ReportToTrial.__module__}.{ReportToTrial.__qualname__}"
 DIED = "its sweep process died"  # the failure reason of a trial whose process is gone
 # A job's INFO lines go to its log file only: the console tells the search's story (console.py).
 CONSOLE_LEVEL = "hydra.job_logging.handlers.console.level"
@@ -128,8 +125,12 @@ class StudySweeper(Sweeper):
         start = time.perf_counter()
         space = self._checked_space(arguments)
         pruner = pruner_spec(self.pruner_conf)
-        self.objective = self._check_reporter(pruner)
-        record = self._record(space, pruner)
+        reporter_path, monitor = search.find_reporter(self.config)
+        search.check_pruning(pruner, reporter_path, monitor)
+        self.objective = str(monitor) if monitor is not None else "value"
+        # The reporter is plumbing, and file locations may differ between machines.
+        skip = (*self.machine_keys, *([reporter_path] if reporter_path else []))
+        record = search.record(self.config, space, pruner, self.direction, skip)
         study, created = self._open_study(pruner, record)
         self.setup_s = time.perf_counter() - start
         trials = study.get_trials(deepcopy=False)
@@ -211,48 +212,6 @@ class StudySweeper(Sweeper):
             ),
         )
         return space
-
-    def _check_reporter(self, pruner: str | dict) -> str:
-        """The name of the objective for the console: the reporter's monitor. Pruning without a
-        reporter in the job's callbacks, or without a monitor, is refused."""
-        job = OmegaConf.to_container(self.config, resolve=False)
-        job.pop("hydra", None)
-        path = _find_target(job, REPORTER)
-        monitor = OmegaConf.select(self.config, f"{path}.monitor") if path else None
-        if pruner != "none" and monitor is None:
-            reason = "its monitor is null" if path else "the job's callbacks have no reporter"
-            raise SweepError(
-                f"hydra.sweeper.pruner prunes on the trials' reports, but {reason}: add "
-                f"callbacks.optuna_trial: {{_target_: {REPORTER}, monitor: <a validation "
-                "metric>}} to the search config, or set hydra.sweeper.pruner=none"
-            )
-        self.reporter_path = path
-        return str(monitor) if monitor is not None else "value"
-
-    def _record(self, space: Space, pruner: str | dict) -> dict[str, Any]:
-        """What this search is: compared with (or, for a new study, written as) its record."""
-        return {
-            "search_space": {k: optuna.distributions.distribution_to_json(d)
-                             for k, d in space.distributions.items()},
-            "base_config": self._base_config(space),
-            "pruner": {"pruner": str(pruner)},
-            "direction": {"direction": self.direction},
-            PRUNER_SPEC: pruner,
-        }  # fmt: skip
-
-    def _base_config(self, space: Space) -> dict[str, str]:
-        """The job config that every trial shares: all but hydra, the searched keys, the machine
-        keys (file locations) and the reporter (plumbing)."""
-        node = OmegaConf.to_container(self.config, resolve=False)
-        node.pop("hydra", None)
-        skip = (*(k.lstrip("+~") for k in space.distributions), *self.machine_keys)
-        if self.reporter_path:
-            skip = (*skip, self.reporter_path)
-        return {
-            k: v
-            for k, v in _flat(node).items()
-            if not any(k == s or k.startswith(f"{s}.") for s in skip)
-        }
 
     def _open_study(self, pruner: str | dict, record: dict[str, Any]) -> tuple[optuna.Study, bool]:
         """Create the study (this process records its search) or join it (refused if the search
@@ -441,27 +400,6 @@ class StudySweeper(Sweeper):
         """The best trials as a table, and where the results are."""
         print(console.top_table(self.study, self.objective), flush=True)
         console.say(f"results: {self.sweep_dir / results.RESULTS}")
-
-
-def _find_target(node: Any, target: str, prefix: str = "") -> str | None:
-    """The dotted path of the first node whose ``_target_`` is ``target``."""
-    if isinstance(node, dict):
-        if node.get("_target_") == target:
-            return prefix[:-1]
-        for key, value in node.items():
-            if (found := _find_target(value, target, f"{prefix}{key}.")) is not None:
-                return found
-    return None
-
-
-def _flat(node: Any, prefix: str = "") -> dict[str, str]:
-    """A config as ``{"a.b": "value"}`` (unresolved), to compare configs key by key."""
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: "{}"}
-    return {prefix[:-1]: str(node)}
 
 
 def _job_folders(sweep_dir: Path) -> list[Path]:
