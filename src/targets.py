@@ -37,6 +37,7 @@ ALLOWED = (
     "lightning.pytorch.loggers",
     "optuna.samplers",
     "optuna.pruners",
+    "hydra_plugins.dl_optuna_sweeper.report",  # the sweep trial's reporter (ReportToTrial)
 )
 
 

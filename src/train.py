@@ -98,6 +98,12 @@ def fit_and_test(run: Run, cfg: DictConfig) -> dict[str, float]:
     """Fit a prepared run, test its selected checkpoint, record it; return its final metrics."""
     run_dir = Path(cfg.paths.output_dir)
     run.trainer.fit(run.classifier, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+    # A sweep's pruner stopped the run early: its callback says at which step (the Optuna
+    # sweeper's ReportToTrial); the record then ends "pruned" (run_folder.end_status).
+    pruned = [c.pruned_at_step for c in run.trainer.callbacks
+              if getattr(c, "pruned_at_step", None) is not None]  # fmt: skip
+    if pruned and run.trainer.is_global_zero:
+        run_folder.write_record(run_dir, pruned_at_step=pruned[0])
     save_final_state(run.trainer, run_dir)
     metrics, tested = final_test(run, cfg, run_dir)
     record_hparams(run, cfg, metrics)

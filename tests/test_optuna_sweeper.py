@@ -2,6 +2,7 @@
 sweep folder, resumes after a crash, prunes through its storage, and is shared by processes."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytorch_lightning as pl
 import yaml
 from optuna.trial import TrialState
 
+from hydra_plugins.dl_optuna_sweeper import results as sweep_results
 from tests.conftest import ROOT, run_cli, run_main
 from tests.test_scripts import load_script
 from tests.test_train import scalars
@@ -30,7 +32,7 @@ class KillInTrial(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *_) -> None:
         reporter = next(c for c in trainer.callbacks if hasattr(c, "pruned_at_step"))
-        if reporter.number == self.trial and trainer.global_step == self.step:
+        if reporter.address.number == self.trial and trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -71,7 +73,10 @@ def test_default_storage_is_a_journal_in_the_sweep_folder_that_optuna_reloads(
         assert set(trial.params) == set(study.user_attrs["search_space"])
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_trial"] == study.best_trial.number
-    assert results["best_job_dir"] == str(sweep / str(study.best_trial.number))
+    # Paths relative to the sweep folder (portable); the plugin's reader resolves them.
+    assert results["storage"] == "journal:optuna_journal.log"
+    assert results["best_job_dir"] == str(study.best_trial.number)
+    assert sweep_results.read(sweep)["best_job_dir"] == str(sweep / str(study.best_trial.number))
 
 
 @pytest.mark.slow  # two sweep processes, each importing torch: ~1 min on 2 cores
@@ -130,28 +135,43 @@ def test_a_pruned_trial_stops_early_keeps_its_outputs_and_shows_in_the_summary(
     assert (sweep / "study_intermediate_values.png").stat().st_size > 0
 
 
+def start_together(*commands: list[str], cwd: Path) -> list[subprocess.Popen]:
+    """Start ``python -m src.train COMMAND`` for each command at the same instant."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    return [
+        subprocess.Popen([sys.executable, "-m", "src.train", *command], cwd=cwd, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]  # fmt: skip
+
+
+def job_number(job: Path) -> int:
+    """Hydra's number of a job, as its ``.hydra/hydra.yaml`` recorded it."""
+    return yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["num"]
+
+
 @pytest.mark.slow  # two sweep processes at once: ~1 min on 2 cores
-def test_two_sweep_processes_share_one_study(fast_overrides, tmp_path):
+def test_two_processes_started_together_draw_distinct_trials_within_the_bound(
+    fast_overrides, tmp_path
+):
+    """Issue 19, test 1: both processes see an empty study when they ask their first trial."""
     sweep = tmp_path / "sweep"
     args = ["-m", *fast_overrides, *SEARCH, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=tmp_path, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]  # fmt: skip
-    for p in processes:
-        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    processes = start_together(args, args, cwd=tmp_path)
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (_, err) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, err[-2000:]
     trials = load(sweep).get_trials()
-    ended = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(ended) >= 4  # both stop when 4 have ended or run (a last one may overlap)
-    assert {t.user_attrs["pid"] for t in ended} == {p.pid for p in processes}  # both worked
-    # One folder per trial, each holding its own trial's job: no clash.
-    assert folders(sweep) == [str(t.number) for t in trials]
-    for t in trials:
-        job = sweep / str(t.number)
-        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-        assert f"+callbacks.optuna_trial.trial_number={t.number}" in overrides
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == len(params)  # each trial seeded by its own number
+    # n_trials is exceeded by at most one batch (n_jobs=1) per other process.
+    assert 4 <= len(trials) <= 4 + 1
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs["pid"] for t in trials} == {p.pid for p in processes}  # both worked
+    numbers = [t.number for t in trials]
+    assert sorted(set(numbers)) == numbers == list(range(len(trials)))
+    assert folders(sweep) == [str(n) for n in numbers]  # one folder per trial, none shared
+    assert [job_number(sweep / str(n)) for n in numbers] == numbers  # Hydra's job = the trial
 
 
 def test_a_changed_search_space_is_refused(fast_overrides, tmp_path, monkeypatch, capsys):
@@ -196,3 +216,102 @@ def test_a_sweep_whose_trials_keep_failing_stops(fast_overrides, tmp_path, monke
     assert "ConfigError: optimizer: Invalid learning rate: -1" in error
     trials = load(sweep).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_a_sweep_whose_every_trial_fails_exits_1(fast_overrides, tmp_path, monkeypatch, capsys):
+    """Issue 19, test 5: fewer failures than max_consecutive_failures, but none completed."""
+    sweep = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_info:
+        run_main("-m", *fast_overrides, *SEARCH, "optimizer.lr=-1", "hydra.sweeper.n_trials=2",
+                 "hydra.sweeper.max_consecutive_failures=5", f"hydra.sweep.dir={sweep}",
+                 monkeypatch=monkeypatch)  # fmt: skip
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: none of the 2 trials of this sweep process completed")
+    assert "(2 of 2): ConfigError: optimizer: Invalid learning rate: -1" in error
+    assert [t.state for t in load(sweep).get_trials()] == [TrialState.FAIL] * 2
+
+
+def test_an_epoch_limited_trial_is_pruned(fast_overrides, tmp_path, monkeypatch):
+    """Issue 19, test 7: the run's length set by max_epochs (max_steps=-1), 4 steps an epoch."""
+    sweep = tmp_path / "sweep"
+    fixed = ["model.hidden_units=[32]", "model.neg_slope=0.0", "model.dropout=0.0",
+             "model.norm=none", "optimizer=adam", "optimizer.weight_decay=0.0",
+             "data.normalize=mean_image"]  # fmt: skip
+    run_main("-m", *fast_overrides, *SEARCH, *fixed, "trainer.max_steps=-1",
+             "trainer.max_epochs=3", "optimizer.lr=choice(1e-2,1e-9)", "hydra.sweeper.n_trials=2",
+             "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
+             "~hydra.sweeper.sampler.n_startup_trials", "hydra.sweeper.pruner=null",
+             "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.3}",
+             f"hydra.sweep.dir={sweep}", monkeypatch=monkeypatch)  # fmt: skip
+    trials = {t.params["optimizer.lr"]: t for t in load(sweep).get_trials()}
+    assert trials[1e-9].state == TrialState.PRUNED
+    assert list(trials[1e-9].intermediate_values) == [3]  # its first validation of 12 steps
+    record = yaml.safe_load((sweep / str(trials[1e-9].number) / "run.yaml").read_text())
+    assert record["status"] == "pruned" and record["pruned_at_step"] == 3
+    # The other trains its 3 epochs (12 steps) and completes.
+    assert trials[1e-2].state == TrialState.COMPLETE
+    assert max(trials[1e-2].intermediate_values) == 12
+
+
+@pytest.mark.slow  # a sweep process of 5 trials: ~20 s on 2 shared cores
+def test_the_console_of_a_five_trial_sweep_tells_its_story(fast_overrides, tmp_path):
+    """Issue 19, test 6, on the console of a real sweep process."""
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", *fast_overrides, *SEARCH, "hydra.sweeper.n_trials=5",
+                   "trainer.enable_model_summary=true", f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for n in range(5):
+        starts = [line for line in lines if f"] trial {n} ({n + 1}/5): model." in line]
+        ends = [line for line in lines if f"] trial {n} completed, val/acc 0." in line]
+        assert len(starts) == len(ends) == 1, console[-3000:]
+        assert "| best so far 0." in ends[0] and "(trial " in ends[0]
+    # It ends with the best trials and the results file.
+    assert lines[-1].endswith(f"results: {sweep / 'optimization_results.yaml'}")
+    assert lines[-8].startswith("study mlp_optuna: 5 trials (5 complete); the best 5:")
+    assert lines[-7].split()[:3] == ["trial", "val/acc", "model.hidden_units"]
+    # No internal override, no override line at all, Lightning's notices once.
+    assert "+callbacks.optuna_trial" not in console and "overrides:" not in console
+    assert "#0 : " not in console and "trial_number" not in console
+    assert console.count("GPU available:") == 1
+    assert console.count("Total params") == 1
+
+
+def test_a_copied_sweep_summarizes_from_its_new_place(fast_overrides, tmp_path, monkeypatch):
+    """Issue 18, test 4: a finished 3-trial sweep, moved to another place."""
+    sweep = tmp_path / "sweep"
+    run_main("-m", *fast_overrides, *SEARCH, "hydra.sweeper.n_trials=3",
+             f"hydra.sweep.dir={sweep}", monkeypatch=monkeypatch)  # fmt: skip
+    best = load(sweep).best_trial.number
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(sweep, moved)
+    shutil.rmtree(sweep)  # nothing may still lead to the old place
+
+    assert summarize.main([str(moved)]) == 0
+    table, _ = summarize.summarize(moved)
+    assert table.job.iloc[0] == str(best)
+    written = yaml.safe_load((moved / "optimization_results.yaml").read_text())
+    assert written["storage"] == "journal:optuna_journal.log"
+    assert written["best_job_dir"] == str(best)
+    results = sweep_results.read(moved)
+    assert results["best_trial"] == best and results["best_job_dir"] == str(moved / str(best))
+    assert (moved / "study_optimization_history.png").stat().st_size > 0  # the study was read
+
+
+def test_the_committed_search_reads_from_any_clone(tmp_path):
+    """results/mlp_search names its journal and best job relative to itself."""
+    committed = ROOT / "results" / "mlp_search"
+    text = (committed / "optimization_results.yaml").read_text()
+    assert "/work/" not in text and "/home/" not in text
+    copy = tmp_path / "mlp_search"
+    copy.mkdir()
+    for name in ("optimization_results.yaml", "optuna_journal.log"):
+        shutil.copy(committed / name, copy / name)
+    results = sweep_results.read(copy)
+    study = sweep_results.load_study(copy)
+    assert study.best_trial.number == results["best_trial"] == 34
+    assert results["best_job_dir"] == str(copy / "34")
+    assert len(study.get_trials()) == results["n_trials"] == 40

@@ -3,7 +3,6 @@
 import os
 from pathlib import Path
 
-import optuna
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -12,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
-from hydra_plugins.dl_optuna_sweeper.study import open_storage
+from hydra_plugins.dl_optuna_sweeper import results as sweep_results
 from tests.conftest import ROOT, compose_cfg, run_main
 from tests.test_train import CURVES, only, scalars
 
@@ -73,8 +72,7 @@ def test_optuna_search_runs_two_trials_side_by_side_and_names_the_best(
     space = OmegaConf.load(ROOT / "conf" / "hparams_search" / "mlp_optuna.yaml").hydra.sweeper
     assert set(results["best_params"]) == set(space.params)
     # The workers' reports reached the study: every validation of both trials.
-    storage = open_storage(results["storage"])
-    trials = optuna.load_study(study_name="mlp_optuna", storage=storage).get_trials()
+    trials = sweep_results.load_study(sweep).get_trials()  # the journal named by the results
     assert {t.user_attrs["pid"] for t in trials} == {os.getpid()}  # asked by this sweep
     assert [sorted(t.intermediate_values) for t in trials] == [[3, 6], [3, 6]]
 

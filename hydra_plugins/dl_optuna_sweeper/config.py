@@ -18,7 +18,8 @@ class StudySweeperConf:
     # e.g. on a cluster's shared file system).
     storage: str | None = None
     # Trials of the whole study (completed, pruned, or failed by their own error), over every
-    # invocation and process: a rerun continues up to this number.
+    # invocation and process: a rerun continues up to this number. Processes that ask at the same
+    # moment can exceed it by at most one batch (n_jobs trials) per other process.
     n_trials: int = 20
     # Stop the sweep (exit status 1) once this many trials in a row have failed by their own error
     # (a broken config or code fails every trial in seconds, and each failure counts towards
@@ -26,22 +27,27 @@ class StudySweeperConf:
     max_consecutive_failures: int = 5
     # Trials handed to the launcher at once (with hydra/launcher=joblib, its n_jobs).
     n_jobs: int = 1
-    # Any optuna.samplers class, built with hydra.utils.instantiate.
+    # Any optuna.samplers class, built with hydra.utils.instantiate. With a seed, each trial's
+    # sampler is seeded with seed + its trial number.
     sampler: Any = field(
         default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None}
     )
     # none | median | successive_halving | hyperband, or a node with _target_ (any
-    # optuna.pruners class and its arguments).
+    # optuna.pruners class and its arguments). Pruning needs the trial reporter in the job's
+    # callbacks (hydra_plugins.dl_optuna_sweeper.report.ReportToTrial).
     pruner: Any = None
     # The search space in Hydra's override syntax: key: choice(...) | interval(...) |
     # tag(log, interval(...)) | range(...); a plain value is fixed.
     params: dict[str, Any] | None = None
-    # The Lightning callback each job gets (as +callbacks.optuna_trial) to report its monitored
-    # metric to its trial after every validation and to stop when the pruner says so.
-    trial_callback: str | None = "src.lit.pruning.ReportToTrial"
     # Config keys (and key prefixes) that may differ between the invocations and machines of one
     # study: file locations. Every other key of the job config must match the study's.
     machine_keys: list[str] = field(default_factory=lambda: ["paths", "data.root"])
+    # A RUNNING trial whose process shows no sign of life for this long is failed and replaced:
+    # a process on another machine (its heartbeat), or one killed before it wrote its owner.
+    stale_after_s: float = 600.0
+    # Modules (besides optuna.pruners and optuna.samplers) whose classes a study's stored pruner
+    # spec may name; a study that names anything else is refused before anything is built.
+    allowed_targets: list[str] = field(default_factory=list)
 
 
 ConfigStore.instance().store(

@@ -2,7 +2,7 @@
 values (each trial's validation curve as reported to the study, showing where pruning cut).
 
 ``scripts/summarize.py`` calls ``write_study_figures`` on a sweep folder that holds the sweeper's
-``optimization_results.yaml`` (which names the study and its storage).
+``optimization_results.yaml`` (which names the study and its storage, relative to the folder).
 """
 
 import logging
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .sweeper import RESULTS
+from .errors import SweepError
+from .results import RESULTS, load_study
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,11 @@ def write_study_figures(sweep_dir: Path, out_dir: Path | None = None) -> list[Pa
     import optuna
     import optuna.visualization.matplotlib as plots
 
-    from .study import open_storage
-
-    results = yaml.safe_load(results_path.read_text())
-    study = optuna.load_study(
-        study_name=results["study_name"], storage=open_storage(results["storage"])
-    )
+    try:
+        study = load_study(sweep_dir)  # its paths are resolved against the sweep folder
+    except (SweepError, KeyError, OSError, yaml.YAMLError) as e:
+        log.warning(f"no study figures: the study of {sweep_dir} cannot be read ({e})")
+        return []
     out_dir = out_dir or sweep_dir
     written = []
     for name, function in FIGURES.items():
