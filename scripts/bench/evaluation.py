@@ -64,18 +64,22 @@ def measure_test_passes(settings: list[Setting], runs: dict[str, Run], repeats: 
 
 
 def validation_share(
-    bench: Benchmark, name: str, test_only: bool = False, intervals: int = 3
+    bench: Benchmark,
+    name: str,
+    test_only: bool = False,
+    intervals: int = 3,
+    interval: int | None = None,
 ) -> dict[str, float]:
     """The share of model ``name``'s run that goes into its validation intervals.
 
-    Fits ``intervals`` validation intervals as configured (or every ``--eval-interval`` steps),
+    Fits ``intervals`` validation intervals as configured (or every ``interval`` steps),
     every step timed, then times a bare forward pass over the same evaluation splits.
     ``test_only``: no validation split (``data.val_size=0``, the assignment's protocol), run as
     ``src.train`` runs it (no best checkpoint to monitor).
     """
     extra = ["data.val_size=0"] if test_only else []
     cfg = bench.compose(name, extra, f"{name}_eval_share{'_test_only' if test_only else ''}")
-    interval = bench.args.eval_interval or int(cfg.trainer.val_check_interval)
+    interval = interval or int(cfg.trainer.val_check_interval)
     full_steps = int(cfg.trainer.max_steps)
     cfg = with_trainer(cfg, max_steps=intervals * interval + 1, val_check_interval=interval)
     clock = StepClock(bench.device)
@@ -122,10 +126,13 @@ def bare_forward(run: Run, cfg: DictConfig) -> float:
     return time.perf_counter() - start
 
 
-def measure_validation_shares(bench: Benchmark) -> list[dict[str, float]]:
-    """The default MLP's validation share: with a validation split, and without one."""
+def measure_validation_shares(
+    bench: Benchmark, interval: int | None = None
+) -> list[dict[str, float]]:
+    """The default MLP's validation share, with a validation split and without one; validated
+    every ``interval`` steps (default: as configured)."""
     shares = []
     for test_only in (False, True):
         log(f"validation share: mlp{' (data.val_size=0)' if test_only else ''}")
-        shares.append(validation_share(bench, "mlp", test_only))
+        shares.append(validation_share(bench, "mlp", test_only, interval=interval))
     return shares
