@@ -1,16 +1,6 @@
 """The performance tools: ``python -m scripts.bench <subcommand> [options]``, from the repository
-root (``--help`` after a subcommand lists its options; ``docs/benchmark.md`` explains the tables).
-
-    steps        ms per training step through src.train vs a bare loop; test pass, validation
-                 share, data loading
-    whole-runs   whole python -m src.train runs from outside: ms per extra step, start-up, multirun
-    fixed-cost   the fixed cost per step, rung by rung from a bare loop to python -m src.train
-    compare      the whole-run step time of two checkouts, interleaved
-    batchnorm    one training step of each batch norm: time, peak memory, saved tensors
-    diagnostics  what callbacks=diagnostics costs per step
-    numpy        a bare NumPy MLP step against the same step in PyTorch
-    host-copies  that no training step copies data from host to device (profiler)
-    gpu-check    the checks that need a GPU, as one report
+root. ``--help`` lists the subcommands (``SUBCOMMANDS``), ``<subcommand> --help`` their options;
+``docs/benchmark.md`` explains the tables.
 
 Every subcommand prints a Markdown report (``--output FILE`` also writes it). Options that cannot
 work are refused in one sentence, exit status 1, before anything is measured; a check that finds
@@ -134,11 +124,11 @@ def check(args: argparse.Namespace) -> str | None:
         args.models = [m.strip() for m in args.models.split(",") if m.strip()]
         if unknown := [m for m in args.models if m not in MODELS]:
             return f"unknown model(s) {unknown}; choose from {list(MODELS)}"
-        numpy_cannot_run = args.device.type != "cpu" or args.compile or args.precision not in (
-            "32", "32-true")  # fmt: skip
-        if "mlp_numpy" in args.models and numpy_cannot_run:
-            print("note: the NumPy MLP runs on the CPU in its own dtype only: skipped with these "
-                  "options", file=sys.stderr)  # fmt: skip
+        full_precision = args.precision in ("32", "32-true")
+        numpy_can_run = args.device.type == "cpu" and full_precision and not args.compile
+        if "mlp_numpy" in args.models and not numpy_can_run:
+            note = "the NumPy MLP runs on the CPU in its own dtype only: skipped with these options"
+            print(f"note: {note}", file=sys.stderr)
             args.models.remove("mlp_numpy")
     return SUBCOMMANDS[args.subcommand][0].check_arguments(args)
 

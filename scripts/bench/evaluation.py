@@ -1,14 +1,14 @@
 """Evaluation: one pass over the test set, and the share of a run spent in validation."""
 
 import statistics
-import time
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
 from scripts.bench.settings import Benchmark, Setting, log, quiet, with_trainer
-from scripts.bench.timing import StepClock, synchronize
+from scripts.bench.timing import StepClock, time_block
 from src.build import Run
 from src.checks import autocast_dtype
 
@@ -16,42 +16,42 @@ from src.checks import autocast_dtype
 def project_test_pass(s: Setting, run: Run) -> float:
     """Seconds of ``trainer.test`` on the test set (on ``s.eval_batches`` batches if set)."""
     run.trainer.limit_test_batches = s.eval_batches or 1.0
-    with quiet():
-        synchronize(s.device)
-        start = time.perf_counter()
+
+    def test() -> None:
         run.trainer.test(run.classifier, datamodule=run.datamodule, verbose=False)
-        synchronize(s.device)
-    return time.perf_counter() - start
+
+    with quiet():
+        return time_block(test, s.device)[0]
+
+
+def bare_pass(net, x: Tensor, y: Tensor, batch: int, n: int, dtype: torch.dtype | None) -> int:
+    """The correct predictions of a bare evaluation of the first ``n`` images in batches of
+    ``batch``: a forward pass in ``inference_mode`` (the NumPy net: its own forward), argmax and
+    the count, nothing else."""
+    if not isinstance(net, torch.nn.Module):
+        xn, yn = x.numpy(), y.numpy()
+        hits = (
+            net.forward(xn[i : i + batch]).argmax(1) == yn[i : i + batch]
+            for i in range(0, n, batch)
+        )
+        return sum(int(h.sum()) for h in hits)
+    net.eval()
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    autocast = torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
+    with torch.inference_mode(), autocast:
+        for i in range(0, n, batch):
+            correct += (net(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()
+    return int(correct)  # waits for the device
 
 
 def bare_test_pass(s: Setting, run: Run) -> float:
-    """Seconds of a bare evaluation (accuracy) of the same network on the same tensors."""
+    """Seconds of a bare evaluation of the same network on the same test tensors."""
     x, y = run.datamodule.splits["test"]
     batch = int(s.cfg.data.eval_batch_size)
     n = len(y) if s.eval_batches is None else min(len(y), s.eval_batches * batch)
     s.eval_images, s.test_images = n, len(y)
-    synchronize(s.device)
-    start = time.perf_counter()
-    if s.numpy:
-        net = run.classifier.net
-        xn, yn = x.numpy(), y.numpy()
-        sum(
-            int((net.forward(xn[i : i + batch]).argmax(1) == yn[i : i + batch]).sum())
-            for i in range(0, n, batch)
-        )  # the count, as an evaluation computes it
-    else:
-        net = run.classifier.net.eval()
-        dtype = autocast_dtype(s.precision)
-        correct = torch.zeros((), dtype=torch.long, device=x.device)
-        with (
-            torch.inference_mode(),
-            torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None),
-        ):
-            for i in range(0, n, batch):
-                correct += (net(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()
-        int(correct)  # waits for the device
-    synchronize(s.device)
-    return time.perf_counter() - start
+    dtype = autocast_dtype(s.precision)
+    return time_block(lambda: bare_pass(run.classifier.net, x, y, batch, n, dtype), s.device)[0]
 
 
 def measure_test_passes(settings: list[Setting], runs: dict[str, Run], repeats: int) -> None:
@@ -106,24 +106,14 @@ def validation_share(
 
 
 def bare_forward(run: Run, cfg: DictConfig) -> float:
-    """Seconds of a bare ``inference_mode`` forward pass over every evaluation split."""
-    net = run.classifier.net
-    batch = int(cfg.data.eval_batch_size)
-    device = run.classifier.device
-    synchronize(device)
-    start = time.perf_counter()
-    for split in run.datamodule.eval_splits:
-        x, _ = run.datamodule.splits[split]
-        if isinstance(net, torch.nn.Module):
-            with torch.inference_mode():
-                for i in range(0, len(x), batch):
-                    net.eval()(x[i : i + batch])
-        else:
-            xn = x.numpy()
-            for i in range(0, len(xn), batch):
-                net.forward(xn[i : i + batch])
-    synchronize(device)
-    return time.perf_counter() - start
+    """Seconds of a bare evaluation (``bare_pass``) of every evaluation split."""
+    batch, splits = int(cfg.data.eval_batch_size), run.datamodule.splits
+
+    def evaluate() -> None:
+        for x, y in (splits[name] for name in run.datamodule.eval_splits):
+            bare_pass(run.classifier.net, x, y, batch, len(y), None)
+
+    return time_block(evaluate, run.classifier.device)[0]
 
 
 def measure_validation_shares(

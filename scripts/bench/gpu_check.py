@@ -97,7 +97,7 @@ def benchmarks(report: Report, dry: bool, common: list[str], work: Path) -> None
         out = work / "bench.md"
         bench = [sys.executable, "-m", "scripts.bench", *cmd, *common, "--output", str(out)]
         report.check(title, bench)
-        report.lines.append(out.read_text() if out.is_file() else "(no report)")
+        report.lines.append(out.read_text().strip() if out.is_file() else "(no report)")
         out.unlink(missing_ok=True)
 
 

@@ -129,7 +129,8 @@ class Targets:
         )
 
     def __str__(self) -> str:
-        return "\n".join(self.rows)
+        """The table, or "" when no target applies to what was measured."""
+        return "\n".join(self.rows) if len(self.rows) > 2 else ""
 
 
 def step_targets(
@@ -270,11 +271,10 @@ def render_steps(args, settings, shares, loads, seconds) -> str:
         "|---|---:|",
         f"| data module `load()` (read, decode) | {med_pair(loads['load'])} |",
         f"| data module `setup()` (load, split, normalise) | {med_pair(loads['setup'])} |",
-        "",
-        step_targets(settings, shares, loads, args.fake),
-        "",
-        f"Benchmark wall time {seconds:.0f} s.",
     ]
+    targets = step_targets(settings, shares, loads, args.fake)
+    parts += ["", targets] if targets else []
+    parts += ["", f"Benchmark wall time {seconds:.0f} s."]
     return "\n".join(parts)
 
 
@@ -300,10 +300,7 @@ def render_whole_runs(args, whole, starts, multirun, seconds) -> str:
         parts += [f"| {label} | {med_pair(starts[k])} |" for k, label in STARTUP_LABELS.items()]
     if multirun:
         parts += ["", multirun_table(multirun)]
-    parts += [
-        "",
-        whole_run_targets(whole, starts, multirun),
-        "",
-        f"Benchmark wall time {seconds:.0f} s.",
-    ]
+    targets = whole_run_targets(whole, starts, multirun)
+    parts += ["", targets] if targets else []
+    parts += ["", f"Benchmark wall time {seconds:.0f} s."]
     return "\n".join(parts)
