@@ -1,6 +1,6 @@
 """Copy the records of runs into ``results/`` for committing: everything but checkpoints and images.
 
-    python scripts/keep_records.py SOURCE DEST     # a run folder, or a sweep folder of jobs
+    python -m scripts.keep_records SOURCE DEST     # a run folder, or a sweep folder of jobs
 
 What a reference run's numbers rest on is kept: ``.hydra/`` (config, overrides), ``run.yaml``
 (status, final metrics, commit, versions), the TensorBoard event files and ``eval/metrics.yaml``
@@ -15,9 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-
-from src.run_folder import CHECKPOINTS  # noqa: E402
+from src.run_folder import CHECKPOINTS
 
 LEFT_OUT_SUFFIXES = {".ckpt", ".png", ".pyc", ".tmp"}
 LEFT_OUT_FOLDERS = {CHECKPOINTS, "__pycache__"}

@@ -1,8 +1,8 @@
 """Loss and accuracy curves of runs against training steps, as PNG figures, from TensorBoard logs.
 
-    python scripts/plot_curves.py outputs/runs/RUN                  # RUN/curves.png
-    python scripts/plot_curves.py RUN_A RUN_B --out docs/figures     # docs/figures/RUN_A.png, ...
-    python scripts/plot_curves.py RUN_A RUN_B --overlay docs/figures/compare.png --splits test
+    python -m scripts.plot_curves outputs/runs/RUN                  # RUN/curves.png
+    python -m scripts.plot_curves RUN_A RUN_B --out docs/figures     # docs/figures/RUN_A.png, ...
+    python -m scripts.plot_curves RUN_A RUN_B --overlay docs/figures/compare.png --splits test
 
 Each figure has two panels, loss and accuracy, with one curve per split: ``train`` (logged every
 few steps, noisy, so ``--smooth N`` draws its running mean over N points), ``val`` (the held-out
@@ -18,13 +18,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, works on servers and in tests
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import LogFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.ticker import LogFormatter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-
-from src.scalars import read_scalars  # noqa: E402
+from src.scalars import read_scalars
 
 SPLITS = ("train", "val", "test")
 STYLES = {"train": ":", "val": "--", "test": "-"}

@@ -1,6 +1,6 @@
 """Plot a per-layer diagnostic of several runs (``callbacks=diagnostics``) from their event files.
 
-    python scripts/plot_diagnostics.py --stat dead_fraction --by layer \\
+    python -m scripts.plot_diagnostics --stat dead_fraction --by layer \\
         --run "neg_slope 0=outputs/runs/A" --run "neg_slope 0.02=outputs/runs/B" --out dead.png
 
 ``--stat`` is a statistic of ``src/lit/diagnostics.py`` (tags ``diagnostics/<stat>/layer<i>``):
@@ -19,9 +19,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+
+from src.scalars import read_scalars
 
 STATS = (
     "grad_norm",
@@ -42,20 +43,18 @@ LABELS = {
 
 
 def read_layers(run: Path, stat: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """(steps, values) of ``diagnostics/<stat>/layer<i>`` for every layer i of a run's events."""
-    folders = sorted({f.parent for f in run.rglob("events.out.tfevents*")})
+    """(steps, values) of ``diagnostics/<stat>/layer<i>`` for every layer i that a run folder's
+    event files hold (``src.scalars.read_scalars``); {} if it has none."""
+    try:
+        scalars = read_scalars(run)
+    except FileNotFoundError:
+        return {}
     pattern = re.compile(rf"diagnostics/{stat}/layer(\d+)$")
-    layers: dict[int, dict[int, float]] = {}
-    for folder in folders:
-        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-        events.Reload()
-        for tag in events.Tags()["scalars"]:
-            if match := pattern.match(tag):
-                points = layers.setdefault(int(match.group(1)), {})
-                points.update({s.step: s.value for s in events.Scalars(tag)})
+    matches = {tag: pattern.match(tag) for tag in scalars}
+    layers = {int(m.group(1)): scalars[tag] for tag, m in matches.items() if m}
     return {
-        i: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)]))
-        for i, p in sorted(layers.items())
+        i: (np.array(list(points)), np.array(list(points.values())))
+        for i, points in sorted(layers.items())
     }
 
 

@@ -1,8 +1,8 @@
 """RESULTS.md's tables, generated from run folders: mean ± std over seeds, per configuration.
 
-    python scripts/report.py                        # print every table of RESULTS.md
-    python scripts/report.py --write                # rewrite them in RESULTS.md
-    python scripts/report.py --results DIR --markdown FILE [--write]
+    python -m scripts.report                        # print every table of RESULTS.md
+    python -m scripts.report --write                # rewrite them in RESULTS.md
+    python -m scripts.report --results DIR --markdown FILE [--write]
 
 RESULTS.md marks each generated table with ``<!-- report:begin NAME -->`` and
 ``<!-- report:end -->``; everything between the two is replaced by the table of the runs under
@@ -26,10 +26,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from anywhere
+from src import run_folder
 
-from src import run_folder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Column title -> where its value is: a run.yaml metric, or ("eval", split, key) in
 # eval/metrics.yaml.

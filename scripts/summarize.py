@@ -1,7 +1,7 @@
 """One table of a sweep: every job's overrides and final metrics, best validation accuracy first.
 
-    python scripts/summarize.py outputs/sweeps/2026-01-01_12-00-00_mlp
-    python scripts/summarize.py SWEEP_DIR --out results/mlp_sweep   # results/mlp_sweep.{md,csv}
+    python -m scripts.summarize outputs/sweeps/2026-01-01_12-00-00_mlp
+    python -m scripts.summarize SWEEP_DIR --out results/mlp_sweep   # results/mlp_sweep.{md,csv}
 
 A job is a run folder of the sweep (``src.run_folder``); a single run's folder works too. Its
 status and final metrics are what its ``run.yaml`` recorded: ``best_val/acc`` (the validation
@@ -31,10 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-
-from src.run_folder import RunFolder, find_runs  # noqa: E402
-from src.scalars import read_scalars  # noqa: E402
+from src.run_folder import RunFolder, find_runs
+from src.scalars import read_scalars
 
 METRIC_COLUMNS = ["val_acc", "val_loss", "test_acc", "test_loss"]
 TRIAL_LINK = "+callbacks.optuna_trial."

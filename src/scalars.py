@@ -1,7 +1,8 @@
 """The curves a run logged, read back from its TensorBoard event files.
 
-The one reader of the project's scalars: the report scripts (``scripts/plot_curves.py``,
-``scripts/summarize.py``) and the tests use it. It needs only TensorBoard, a core dependency.
+The one reader of the project's scalars: the user's tools (``scripts.plot_curves``,
+``scripts.plot_diagnostics``, ``scripts.summarize``) and the tests use it. It needs only
+TensorBoard, a core dependency; which files are a run's events, ``src.run_folder`` says.
 """
 
 import logging
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-EVENT_FILES = "events.out.tfevents.*"
+from src.run_folder import EVENT_FILES
 
 
 def read_scalars(run_dir: str | Path) -> dict[str, dict[int, float]]:

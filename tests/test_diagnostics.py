@@ -199,9 +199,8 @@ def test_off_by_default(tmp_path, monkeypatch):
 
 
 def test_plot_script_reads_the_tags(tmp_path):
-    from tests.test_scripts import load_script
+    from scripts import plot_diagnostics as plot
 
-    plot = load_script("plot_diagnostics")
     net = torch_tiny_mlp(0.0)
     fit_one_step(Classifier(net, partial(torch.optim.SGD, lr=LR), num_classes=2), tmp_path / "run")
     steps, values = plot.read_layers(tmp_path / "run", "dead_fraction")[0]

@@ -1,14 +1,8 @@
-"""scripts/keep_records.py keeps a run's records and leaves out checkpoints and images."""
+"""scripts.keep_records keeps a run's records and leaves out checkpoints and images."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("keep_records", ROOT / "scripts" / "keep_records.py")
-keep_records = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = keep_records
-spec.loader.exec_module(keep_records)
+from scripts import keep_records
 
 
 def test_records_are_kept_and_checkpoints_and_images_left_out(tmp_path: Path):

@@ -15,11 +15,10 @@ import yaml
 from optuna.trial import TrialState
 
 from hydra_plugins.dl_optuna_sweeper import results as sweep_results
+from scripts import summarize
 from tests.conftest import ROOT, run_cli, run_main
-from tests.test_scripts import load_script
 from tests.test_train import scalars
 
-summarize = load_script("summarize")
 SEARCH = ["hparams_search=mlp_optuna", "trainer.max_steps=6", "trainer.val_check_interval=3"]
 
 

@@ -1,13 +1,11 @@
-"""scripts/report.py: grouping by config but for the seed, mean ± std, the tables in Markdown."""
+"""scripts.report: grouping by config but for the seed, mean ± std, the tables in Markdown."""
 
 import statistics
 
 import pytest
 import yaml
 
-from tests.test_scripts import load_script
-
-report = load_script("report")
+from scripts import report
 
 
 def make_run(folder, seed, metrics, status="completed", lr=0.002, ece=None, extra=()):

@@ -1,8 +1,11 @@
-"""The report tools: scripts/plot_curves.py and scripts/summarize.py on a tiny real sweep."""
+"""The user's tools ``scripts.plot_curves`` and ``scripts.summarize`` on a tiny real sweep."""
 
 import contextlib
-import importlib.util
 import math
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,19 +13,8 @@ import pytest
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
+from scripts import plot_curves, summarize
 from tests.conftest import FAST, ROOT, run_main
-
-
-def load_script(name: str):
-    """Import scripts/NAME.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-summarize = load_script("summarize")
-plot_curves = load_script("plot_curves")
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +125,27 @@ def test_plot_skips_runs_without_logs(sweep, tmp_path, capsys):
     assert "skipped" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["0.png"]
     assert plot_curves.main([str(sweep / "2")]) == 1
+
+
+def test_no_module_edits_sys_path():
+    """The tools run as ``python -m scripts.<tool>`` from the repository root: none of the
+    project's modules puts a folder on ``sys.path`` to find the others."""
+    edit = re.compile(r"sys\.path\s*(\.(insert|append|extend)\(|\[|\+?=)")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("src", "scripts", "tests", "hydra_plugins")
+        for path in (ROOT / folder).rglob("*.py")
+        if edit.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+@pytest.mark.slow  # a fresh Python process imports torch: several seconds on 2 cores
+def test_a_tool_runs_as_a_module_and_refuses_bad_input_in_one_sentence(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.keep_records", str(tmp_path / "none"), str(tmp_path / "d")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stderr.strip().endswith("is not a folder")
+    assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()

@@ -1,4 +1,5 @@
-"""The benchmark's report: Markdown tables of what was measured, and the targets it is held to."""
+"""The reports of ``steps`` and ``whole-runs``: Markdown tables of what was measured, and the
+targets the project is held to."""
 
 import argparse
 import os
@@ -68,13 +69,12 @@ NUMPY_RATIO = 1.3
 STARTUP_S = 4.0
 
 
-def whole_run_table(whole: dict, settings: list[Setting]) -> str:
+def whole_run_table(whole: dict) -> str:
     """Whole runs timed from outside, per model: ms per step of the project (first step to end
     of training; and whole processes), of a bare loop, their difference and ratio."""
     if not whole:
         return ""
     any_w = next(iter(whole.values()))
-    in_run = {s.name: med(s.project.ms) for s in settings}
     lines = [
         f"Whole runs: `python -m src.train` of {any_w.short:,} and {any_w.long:,} steps (no "
         "validation, no test), the difference of their training times (first step to end of "
@@ -82,9 +82,9 @@ def whole_run_table(whole: dict, settings: list[Setting]) -> str:
         f"Bare: a loop of {any_w.long - any_w.short:,} steps. Medians over "
         f"{len(any_w.project_ms)} pairs.",
         "",
-        "| model | whole run ms/step (processes) | in-run timer ms/step | bare ms/step "
+        "| model | whole run ms/step (processes) | bare ms/step "
         "| fixed cost per step, µs (CPU µs) | ratio (range) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, w in whole.items():
         fixed = med(w.project_ms) - med(w.bare_ms)
@@ -92,8 +92,8 @@ def whole_run_table(whole: dict, settings: list[Setting]) -> str:
         ratios = [p / b for p, b in zip(w.project_ms, w.bare_ms, strict=True)]
         lines.append(
             f"| {LABELS.get(name, name)} | {med(w.project_ms):.3f} ({med(w.process_ms):.3f}) "
-            f"| {in_run.get(name, float('nan')):.3f} | {med(w.bare_ms):.3f} "
-            f"| **{fixed * 1e3:,.0f}** ({fixed_cpu * 1e3:,.0f}) | {spread(ratios)} |"
+            f"| {med(w.bare_ms):.3f} | **{fixed * 1e3:,.0f}** ({fixed_cpu * 1e3:,.0f}) "
+            f"| {spread(ratios)} |"
         )
     return "\n".join(lines)
 
@@ -117,53 +117,43 @@ def multirun_table(m: dict | None) -> str:
     )
 
 
-def targets_table(
-    settings: list[Setting],
-    shares: list[dict[str, float]],
-    starts: dict[str, list[float]] | None,
-    loads: dict[str, list[float]] | None,
-    fake: bool,
-    whole: dict | None = None,
-    multirun: dict | None = None,
+class Targets:
+    """The table of targets: what is held to which limit, the value measured, met or not."""
+
+    def __init__(self):
+        self.rows = ["| target | measured | met |", "|---|---:|:---:|"]
+
+    def row(self, what: str, value: float, limit: float, unit: str = "") -> None:
+        self.rows.append(
+            f"| {what} | {value:.3f}{unit} | {'yes' if value <= limit else '**no**'} |"
+        )
+
+    def __str__(self) -> str:
+        """The table, or "" when no target applies to what was measured."""
+        return "\n".join(self.rows) if len(self.rows) > 2 else ""
+
+
+def step_targets(
+    settings: list[Setting], shares: list[dict[str, float]], loads: dict | None, fake: bool
 ) -> str:
-    rows = ["| target | measured | met |", "|---|---:|:---:|"]
+    """The targets of ``steps``: step ratios, data set-up, validation share."""
+    targets = Targets()
     by_name = {s.name: s for s in settings}
-
-    def row(what: str, value: float, limit: float, unit: str = "") -> None:
-        rows.append(f"| {what} | {value:.3f}{unit} | {'yes' if value <= limit else '**no**'} |")
-
     for name, limit in TARGETS.items():
         if name in by_name:
             s = by_name[name]
-            row(f"{LABELS[name]}: project / bare ms/step <= {limit:.2f}", med(s.ratios), limit)
-            row(f"{LABELS[name]}: the same in CPU time <= {limit:.2f}", med(s.cpu_ratios), limit)
-    whole = whole or {}
-    if "mlp" in whole:
-        w = whole["mlp"]
-        fixed = med(w.project_ms) - med(w.bare_ms)
-        row(
-            f"{LABELS['mlp']}: fixed cost per step, whole runs <= {FIXED_COST_MS} ms",
-            fixed,
-            FIXED_COST_MS,
-            " ms",
-        )
+            targets.row(
+                f"{LABELS[name]}: project / bare ms/step <= {limit:.2f}", med(s.ratios), limit
+            )
+            targets.row(
+                f"{LABELS[name]}: the same in CPU time <= {limit:.2f}", med(s.cpu_ratios), limit
+            )
     if "mlp_numpy" in by_name:
         s = by_name["mlp_numpy"]
-        row(
+        targets.row(
             f"{LABELS['mlp_numpy']}: project / bare ms/step <= {NUMPY_RATIO}",
             med(s.ratios),
             NUMPY_RATIO,
-        )
-    if "mlp_numpy" in whole:
-        w = whole["mlp_numpy"]
-        ratio = med(w.project_ms) / med(w.bare_ms)
-        row(f"{LABELS['mlp_numpy']}: the same, whole runs <= {NUMPY_RATIO}", ratio, NUMPY_RATIO)
-    if multirun:
-        m = multirun
-        rows.append(
-            f"| {m['jobs']}-job multirun <= {m['jobs']} runs' training and evaluation + one "
-            f"start-up + {m['jobs']} s | {m['multirun_s']:.1f} s of {m['budget_s']:.1f} s "
-            f"| {'yes' if m['multirun_s'] <= m['budget_s'] else '**no**'} |"
         )
     if "mlp_numpy" in by_name and "mlp" in by_name:
         # Paired by repetition: the NumPy and the PyTorch blocks of one round ran close in time.
@@ -173,19 +163,46 @@ def targets_table(
             ("bare", numpy_mlp.bare.ms, torch_mlp.bare.ms),
         ):
             ratio = med([x / y for x, y in zip(a, b, strict=False)])
-            row(f"NumPy MLP / PyTorch MLP step ({variant}) <= 1.5", ratio, 1.5)
+            targets.row(f"NumPy MLP / PyTorch MLP step ({variant}) <= 1.5", ratio, 1.5)
+    if loads and not fake:
+        setup = loads["setup"]
+        targets.row("CIFAR-10 setup() <= 3 s (wall)", med([w for w, _ in setup]), 3.0, " s")
+        targets.row("CIFAR-10 setup() <= 3 s (CPU time)", med([c for _, c in setup]), 3.0, " s")
+    for share, what in zip(shares, ("", ", data.val_size=0"), strict=False):
+        targets.row(
+            f"validation share of the default MLP run{what} < 15%", share["share"] * 100, 15, " %"
+        )
+    return str(targets)
+
+
+def whole_run_targets(whole: dict, starts: dict | None, multirun: dict | None) -> str:
+    """The targets of ``whole-runs``: fixed cost, the NumPy ratio, start-up, the multirun."""
+    targets = Targets()
+    if "mlp" in whole:
+        w = whole["mlp"]
+        fixed = med(w.project_ms) - med(w.bare_ms)
+        what = f"{LABELS['mlp']}: fixed cost per step, whole runs <= {FIXED_COST_MS} ms"
+        targets.row(what, fixed, FIXED_COST_MS, " ms")
+    if "mlp_numpy" in whole:
+        w = whole["mlp_numpy"]
+        ratio = med(w.project_ms) / med(w.bare_ms)
+        what = f"{LABELS['mlp_numpy']}: project / bare ms/step, whole runs <= {NUMPY_RATIO}"
+        targets.row(what, ratio, NUMPY_RATIO)
     if starts:
         walls = [w for w, _ in starts["first_step"]]
         cpus = [c for _, c in starts["first_step"] if c is not None]
-        row(f"start-up to first step <= {STARTUP_S:g} s (wall)", med(walls), STARTUP_S, " s")
+        what = f"start-up to first step <= {STARTUP_S:g} s"
+        targets.row(f"{what} (wall)", med(walls), STARTUP_S, " s")
         if cpus:
-            row(f"start-up to first step <= {STARTUP_S:g} s (CPU time)", med(cpus), STARTUP_S, " s")
-    if loads and not fake:
-        row("CIFAR-10 setup() <= 3 s (wall)", med([w for w, _ in loads["setup"]]), 3.0, " s")
-        row("CIFAR-10 setup() <= 3 s (CPU time)", med([c for _, c in loads["setup"]]), 3.0, " s")
-    for share, what in zip(shares, ("", ", data.val_size=0"), strict=False):
-        row(f"validation share of the default MLP run{what} < 15%", share["share"] * 100, 15, " %")
-    return "\n".join(rows)
+            targets.row(f"{what} (CPU time)", med(cpus), STARTUP_S, " s")
+    if multirun:
+        m = multirun
+        targets.rows.append(
+            f"| {m['jobs']}-job multirun <= {m['jobs']} runs' training and evaluation + one "
+            f"start-up + {m['jobs']} s | {m['multirun_s']:.1f} s of {m['budget_s']:.1f} s "
+            f"| {'yes' if m['multirun_s'] <= m['budget_s'] else '**no**'} |"
+        )
+    return str(targets)
 
 
 def environment(args: argparse.Namespace) -> str:
@@ -207,11 +224,15 @@ def bare_share(share: dict[str, float], bare_step_s: float) -> float:
     return evals / (evals + share["full_steps"] * bare_step_s)
 
 
-def render(args, settings, shares, starts, loads, whole, multirun, seconds) -> str:
+def setting_line(args: argparse.Namespace) -> str:
     data = "synthetic data (data=fake)" if args.fake else f"CIFAR-10 from {args.data_root}"
-    options = f"precision {args.precision}" + (", torch.compile" if args.compile else "")
+    return f"{data}; precision {args.precision}" + (", torch.compile" if args.compile else "")
+
+
+def render_steps(args, settings, shares, loads, seconds) -> str:
+    """The report of ``python -m scripts.bench steps``."""
     parts = [
-        f"Training steps through `src.train` vs a bare loop ({data}; {options}).",
+        f"Training steps through `src.train` vs a bare loop ({setting_line(args)}).",
         f"Machine: {environment(args)}.",
         "",
         step_table(settings, args.device),
@@ -244,26 +265,42 @@ def render(args, settings, shares, starts, loads, whole, multirun, seconds) -> s
                 f"| {share['n_evals']} | **{share['share']:.1%}** "
                 f"| {bare_share(share, bare_step):.1%} |"
             )
-    if loads or starts:
+    parts += [
+        "",
+        "| data loading (median) | wall s (CPU s) |",
+        "|---|---:|",
+        f"| data module `load()` (read, decode) | {med_pair(loads['load'])} |",
+        f"| data module `setup()` (load, split, normalise) | {med_pair(loads['setup'])} |",
+    ]
+    targets = step_targets(settings, shares, loads, args.fake)
+    parts += ["", targets] if targets else []
+    parts += ["", f"Benchmark wall time {seconds:.0f} s."]
+    return "\n".join(parts)
+
+
+STARTUP_LABELS = {
+    "import torch": "`python -c 'import torch'`",
+    "import pytorch_lightning": "`python -c 'import pytorch_lightning'`",
+    "built": "`python -m src.train`: run built (imports, config, model)",
+    "data": "`python -m src.train`: data set up",
+    "first_step": "`python -m src.train`: **first training step**",
+}
+
+
+def render_whole_runs(args, whole, starts, multirun, seconds) -> str:
+    """The report of ``python -m scripts.bench whole-runs``."""
+    parts = [
+        f"Whole runs of `python -m src.train`, timed from outside ({setting_line(args)}).",
+        f"Machine: {environment(args)}.",
+    ]
+    if whole:
+        parts += ["", whole_run_table(whole)]
+    if starts:
         parts += ["", "| start-up (median) | wall s (CPU s) |", "|---|---:|"]
-        if starts:
-            labels = {
-                "import torch": "`python -c 'import torch'`",
-                "import pytorch_lightning": "`python -c 'import pytorch_lightning'`",
-                "built": "`python -m src.train`: run built (imports, config, model)",
-                "data": "`python -m src.train`: data set up",
-                "first_step": "`python -m src.train`: **first training step**",
-            }
-            for key, label in labels.items():
-                parts.append(f"| {label} | {med_pair(starts[key])} |")
-        if loads:
-            parts += [
-                f"| data module `load()` (read, decode) | {med_pair(loads['load'])} |",
-                f"| data module `setup()` (load, split, normalise) | {med_pair(loads['setup'])} |",
-            ]
-    for table in (whole_run_table(whole, settings), multirun_table(multirun)):
-        if table:
-            parts += ["", table]
-    parts += ["", targets_table(settings, shares, starts, loads, args.fake, whole, multirun)]
+        parts += [f"| {label} | {med_pair(starts[k])} |" for k, label in STARTUP_LABELS.items()]
+    if multirun:
+        parts += ["", multirun_table(multirun)]
+    targets = whole_run_targets(whole, starts, multirun)
+    parts += ["", targets] if targets else []
     parts += ["", f"Benchmark wall time {seconds:.0f} s."]
     return "\n".join(parts)

@@ -1,5 +1,5 @@
-"""What the benchmark runs: its models, one ``Setting`` per model, and runs built as ``src.train``
-builds them."""
+"""What the benchmarks run: their models, one ``Setting`` per model, and runs built as
+``src.train`` builds them."""
 
 import argparse
 import contextlib
@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import src.build
+from src.build import Run
 from src.checks import check_compile, check_precision
 from src.config import compose
 
@@ -27,6 +28,7 @@ MODELS: dict[str, list[str]] = {
     "mlp": ["model=mlp"],
     "mlp_512_512_256": ["model=mlp", "model.hidden_units=[512,512,256]"],
     "convnet": ["model=convnet"],
+    "mlp_deep": ["experiment=mlp_deep"],
 }
 LABELS = {
     "linear": "Linear, batch 8 (fixed cost)",
@@ -34,6 +36,7 @@ LABELS = {
     "mlp": "MLP [100] (default)",
     "mlp_512_512_256": "MLP [512,512,256]",
     "convnet": "ConvNet",
+    "mlp_deep": "deep MLP (experiment=mlp_deep)",
 }
 #: Models whose steps are slow on a CPU run this fraction of ``--steps`` (at least 3), and time
 #: their test pass on ``SLOW_EVAL_BATCHES`` batches, scaled up to the whole test set.
@@ -41,6 +44,14 @@ SLOW_MODELS = {"convnet": 0.1}
 SLOW_EVAL_BATCHES = 2
 
 _T0 = time.perf_counter()
+
+
+class UsageError(Exception):
+    """Options that cannot work, found before any measurement; its message is one sentence."""
+
+
+class CheckFailed(Exception):
+    """A check (``host-copies``, ``gpu-check``) found a problem; its message is the report."""
 
 
 def log(message: str) -> None:
@@ -125,8 +136,12 @@ class Setting:
 
 
 class Benchmark:
-    """The benchmark's options and working folder; builds and fits runs as ``src.train`` does,
-    and shares one set of decoded tensors between the runs that use the same data."""
+    """The options of a benchmark and its working folder; builds and fits runs as ``src.train``
+    does, and shares one set of decoded tensors between the runs that use the same data.
+
+    ``args`` holds the options every run-based subcommand takes (``scripts.bench.__main__``):
+    ``device``, ``fake``, ``data_root``, ``precision`` and ``compile``.
+    """
 
     def __init__(self, args: argparse.Namespace, workdir: Path):
         self.args, self.workdir = args, workdir
@@ -154,37 +169,58 @@ class Benchmark:
         """The resolved config of model ``name``, writing into ``folder`` of the work folder."""
         return compose(self.overrides(name, extra), self.workdir / folder)
 
-    def setting(self, name: str) -> Setting:
+    def setting(self, name: str, steps: int = 40, warmup: int = 5) -> Setting:
+        """Model ``name``'s setting: ``steps`` timed steps after ``warmup`` untimed ones per block
+        (a model in ``SLOW_MODELS`` on a CPU: fewer); ``UsageError`` if the device cannot run it."""
         cfg = self.compose(name, [], name)
         numpy_model = "numpy_nn" in cfg.model._target_
-        precision = check_precision(cfg.trainer.precision, self.device, numpy_model)
-        if self.args.compile:
-            check_compile(self.device, numpy_model)
+        try:
+            precision = check_precision(cfg.trainer.precision, self.device, numpy_model)
+            if self.args.compile:
+                check_compile(self.device, numpy_model)
+        except ValueError as e:
+            raise UsageError(f"{name}: {e}") from None
         fraction = SLOW_MODELS.get(name, 1.0) if self.device.type == "cpu" else 1.0
-        steps = max(min(self.args.steps, 3), round(self.args.steps * fraction))
-        warmup = self.args.warmup if fraction == 1.0 else max(1, self.args.warmup // 2)
+        steps = max(min(steps, 3), round(steps * fraction))
+        warmup = warmup if fraction == 1.0 else max(1, warmup // 2)
         setting = Setting(name, cfg, warmup, steps, self.device, precision, self.args.compile)
         if fraction != 1.0:  # a slow model's test pass is timed on a part, and scaled up
             setting.eval_batches = SLOW_EVAL_BATCHES
         return setting
 
-    def fit(self, cfg: DictConfig, callbacks: list) -> src.train.Run:
-        """A real fit of ``cfg`` (``src.build.build``) with ``callbacks`` added; returns the run.
-        The data module reuses tensors that an earlier run of the same data decoded."""
+    def build(self, cfg: DictConfig) -> Run:
+        """The run of ``cfg``, built as ``src.train`` builds it (``src.build.build``); its data
+        module reuses the tensors that an earlier fit of the same data decoded."""
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig().set_config(cfg)
         with quiet():
             run = src.build.build(cfg)
-        data = {k: v for k, v in cfg.data.items() if k not in ("batch_size", "eval_batch_size")}
-        key = OmegaConf.to_yaml(data)
-        if key in self._splits:
-            run.datamodule.splits = self._splits[key]  # setup() keeps splits that are there
+        splits = self._splits.get(_data_key(cfg))
+        if splits is not None:
+            run.datamodule.splits = splits  # setup() keeps splits that are there
+        return run
+
+    def fit(self, cfg: DictConfig, callbacks: list) -> Run:
+        """A real fit of ``cfg`` with ``callbacks`` added; returns the run."""
+        run = self.build(cfg)
         run.trainer.callbacks.extend(callbacks)
         with quiet():
             run.trainer.fit(run.classifier, datamodule=run.datamodule)
-        self._splits.setdefault(key, run.datamodule.splits)
+        self._splits.setdefault(_data_key(cfg), run.datamodule.splits)
         return run
+
+    def training_tensors(self, s: Setting) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split of ``s``'s data as its runs hold it (on the device), from a fit of
+        one step (or from an earlier fit of the same data)."""
+        run = self.fit(with_trainer(s.cfg, max_steps=1, val_check_interval=10**9), [])
+        return run.datamodule.splits["train"]
+
+
+def _data_key(cfg: DictConfig) -> str:
+    """Runs whose data configs agree but for the batch sizes hold the same tensors."""
+    data = {k: v for k, v in cfg.data.items() if k not in ("batch_size", "eval_batch_size")}
+    return OmegaConf.to_yaml(data)
 
 
 def with_trainer(cfg: DictConfig, **trainer: object) -> DictConfig:

@@ -56,15 +56,14 @@ def startup(bench: Benchmark, repeats: int) -> dict[str, list[tuple[float, float
         "trainer.max_steps=1",
         "test=false",
         f"paths.output_root={out}",
-        f"hydra.run.dir={out}/run",
         f"+callbacks.milestones._target_={Milestones.__module__}.Milestones",
     ]
     results: dict[str, list[tuple[float, float | None]]] = {k: [] for k in STARTUP_KEYS}
-    for _ in range(repeats):
+    for r in range(repeats):
         for module in ("torch", "pytorch_lightning"):
             _, seconds, cpu, _ = run_timed([sys.executable, "-c", f"import {module}"], ROOT, env)
             results[f"import {module}"].append((seconds, cpu))
-        start, _, _, output = run_timed(train, ROOT, env)
+        start, _, _, output = run_timed([*train, f"hydra.run.dir={out}/run{r}"], ROOT, env)
         stamps = Milestones.parse(output)
         if "first_step" not in stamps:
             raise RuntimeError(f"no first training step in the output of src.train:\n{output}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -215,3 +216,49 @@ def time_block(
     synchronize(device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return seconds, cpu, peak_memory(device), base
+
+
+# -- one small operation --
+
+
+def op_ms(op: Callable[[], None], min_run_time: float) -> float:
+    """Median ms of ``op()`` (``torch.utils.benchmark``: repeated for ``min_run_time`` seconds,
+    device work included, with torch's current number of threads)."""
+    from torch.utils.benchmark import Timer  # imported here: its import warns without CUDA
+
+    timer = Timer("op()", globals={"op": op}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def _allocations(node, out: list[tuple[int, int]]) -> None:
+    """(time, bytes) of every allocator event (frees are negative) under a profiler event."""
+    if type(node.extra_fields).__name__ == "_ExtraFields_Allocation":
+        out.append((node.start_time_ns, node.extra_fields.alloc_size))
+    for child in node.children:
+        _allocations(child, out)
+
+
+def allocation_peak(op: Callable[[], None], device: torch.device) -> int:
+    """The most bytes ``op()``'s own allocations held at once, above what was allocated before.
+
+    CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats``, minus the memory allocated
+    before. CPU: torch's allocator events recorded by ``torch.profiler`` (``profile_memory``),
+    summed in time order.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        op()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        op()
+    events: list[tuple[int, int]] = []
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        _allocations(root, events)
+    current = peak = 0
+    for _, size in sorted(events):
+        current += size
+        peak = max(peak, current)
+    return peak

@@ -1,6 +1,5 @@
-"""Time and measure the memory of one training step of each batch norm, on this machine's device.
-
-    python scripts/benchmark_batchnorm.py [--device cpu|cuda] [--threads N] [--min-run-time 0.5]
+"""``python -m scripts.bench batchnorm``: time and measure the memory of one training step of each
+batch norm, on this machine's device.
 
 A step is a forward pass in training mode (running averages updated) and a backward pass of a
 random output gradient, to the input and to both parameters, as inside a network. Compared:
@@ -10,29 +9,22 @@ random output gradient, to the input and to both parameters, as inside a network
 
 Columns:
 
-- time: median ms per step (``torch.utils.benchmark``; on CPU with ``--threads`` threads, by
+- time: median ms per step (``scripts.bench.timing.op_ms``; on CPU with ``--threads`` threads, by
   default all of torch's: use 1 on a machine shared with other work, for steadier numbers).
 - peak: the most memory the step's own allocations held at once (output, saved tensors,
-  temporaries, gradients; the input and the parameters are allocated before and not counted).
-  CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus the memory
-  allocated before the step. CPU: torch's CPU allocator events recorded by ``torch.profiler``
-  (``profile_memory=True``), summed in time order; its peak is the same quantity.
+  temporaries, gradients; the input and the parameters are allocated before and not counted):
+  ``scripts.bench.timing.allocation_peak``.
 - saved: what the forward pass keeps for the backward (``saved_tensors_hooks``, distinct storages).
 """
 
 import argparse
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.profiler import ProfilerActivity, profile
-from torch.utils.benchmark import Timer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-
-from src.models.batchnorm import (  # noqa: E402
+from scripts.bench.timing import allocation_peak, op_ms
+from src.models.batchnorm import (
     CustomBatchNorm2dAutograd,
     CustomBatchNorm2dManualModule,
     CustomBatchNormAutograd,
@@ -85,40 +77,6 @@ def make_step(layer: nn.Module, shape: tuple[int, ...], device: torch.device) ->
     return step
 
 
-def step_time_ms(step: Callable[[], None], min_run_time: float) -> float:
-    timer = Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
-
-
-def _cpu_allocations(node, out: list[tuple[int, int]]) -> None:
-    """(time, bytes) of every allocator event (frees are negative) under a profiler event."""
-    if type(node.extra_fields).__name__ == "_ExtraFields_Allocation":
-        out.append((node.start_time_ns, node.extra_fields.alloc_size))
-    for child in node.children:
-        _cpu_allocations(child, out)
-
-
-def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
-    """The peak of memory allocated during one step, above what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events: list[tuple[int, int]] = []
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        _cpu_allocations(root, events)
-    current = peak = 0
-    for _, size in sorted(events):
-        current += size
-        peak = max(peak, current)
-    return peak
-
-
 def saved_bytes(layer: nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
     """Bytes of the distinct storages the forward pass saves for the backward."""
     storages: dict[int, int] = {}
@@ -134,38 +92,43 @@ def saved_bytes(layer: nn.Module, shape: tuple[int, ...], device: torch.device) 
     return sum(storages.values())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = "cuda" if torch.cuda.is_available() else "cpu"
-    parser.add_argument("--device", default=default, choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing")
+    p.add_argument(
+        "--shapes", type=int, default=len(SHAPES_1D), help="the first N shapes of each kind"
+    )
 
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    threads = torch.get_num_threads()
-    print(f"device: {name}, torch {torch.__version__}, {threads} threads, float32\n")
-    print("| layer | input shape | time (ms) | vs torch | peak (MiB) | saved (MiB) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    if args.min_run_time <= 0 or args.shapes < 1:
+        return "--min-run-time and --shapes must be positive"
+    return None
+
+
+def run(args: argparse.Namespace) -> str:
+    """Every layer at every shape: ms per step, its peak memory and what it saves."""
+    device = args.device
+    torch.manual_seed(0)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    lines = [
+        f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32",
+        "",
+        "| layer | input shape | time (ms) | vs torch | peak (MiB) | saved (MiB) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for layers, shapes in ((LAYERS_1D, SHAPES_1D), (LAYERS_2D, SHAPES_2D)):
-        for shape in shapes:
+        for shape in shapes[: args.shapes]:
             baseline = None
             for label, cls in layers.items():
                 layer = cls(shape[1]).to(device).train()
                 step = make_step(layer, shape, device)
                 step()  # warm up (allocator caches, lazy initialisation)
-                ms = step_time_ms(step, args.min_run_time)
+                ms = op_ms(step, args.min_run_time)
                 baseline = baseline or ms
-                peak = peak_bytes(step, device) / MiB
+                peak = allocation_peak(step, device) / MiB
                 saved = saved_bytes(layer, shape, device) / MiB
-                print(
+                lines.append(
                     f"| {label} | {tuple(shape)} | {ms:.3f} | {ms / baseline:.2f}x "
                     f"| {peak:.2f} | {saved:.2f} |"
                 )
-
-
-if __name__ == "__main__":
-    main()
+    return "\n".join(lines)
