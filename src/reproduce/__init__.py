@@ -14,7 +14,7 @@ the cores (``OMP_NUM_THREADS`` = cores // jobs unless set). Rerunning the same c
 finished runs are skipped, interrupted ones continue from their last checkpoint
 (``python -m src.train resume=...``). ``--runs K`` reruns only the first K seeds of each row.
 
-Rows are grouped as ``scripts/report.py`` groups RESULTS.md's tables (configs equal but for the
+Rows are grouped as ``src.results`` groups RESULTS.md's tables (configs equal but for the
 seed), and each row gets a verdict, ``exact``, ``within`` or ``differs``
 (``src.reproduce.verdicts`` says how). The table, the machine, the package versions and the wall
 times are written to ``DIR/reproduction.md``; the exit status is 1 if a row differs, else 0.

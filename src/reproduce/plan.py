@@ -1,10 +1,9 @@
 """What a table's records ask to rerun, whether this checkout can, and what ``DIR`` holds already.
 
-Every read of a run folder goes through ``src.run_folder``; rows are grouped by
-``scripts/report.py``, as RESULTS.md's tables are.
+Every read of a run folder goes through ``src.run_folder``; rows are grouped by ``src.results``,
+as RESULTS.md's tables are.
 """
 
-import importlib.util
 import os
 import platform
 import re
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from src import results as report
 from src import run_folder
 from src.config import compose
 from src.run_folder import RunFolder, RunFolderError, find_runs
@@ -24,18 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class Refusal(ValueError):
     """Input that cannot be reproduced as asked; the message is one sentence."""
-
-
-def load_report_script():
-    """``scripts/report.py``, whose grouping of runs into table rows this reuses (scripts/ is not
-    a package)."""
-    spec = importlib.util.spec_from_file_location("report", ROOT / "scripts" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = load_report_script()
 
 
 @dataclass
@@ -77,7 +65,7 @@ def shown(path: Path) -> str:
 
 def saved_config(record: RunFolder) -> dict:
     """The record's saved config as text, unresolved: nothing of it is built here (as
-    scripts/report.py reads it), so its targets need not exist in this checkout."""
+    src.results reads it), so its targets need not exist in this checkout."""
     return run_folder.read_yaml(record.path / run_folder.CONFIG)
 
 
