@@ -34,7 +34,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-
 class EvaluationError(ValueError):
     """A run or checkpoint that cannot be evaluated; the message says why."""
 

@@ -1,8 +1,9 @@
 """Figures of a sweep's study: optimization history, parameter importances, and the intermediate
 values (each trial's validation curve as reported to the study, showing where pruning cut).
 
-``scripts/summarize.py`` calls ``write_study_figures`` on a sweep folder that holds the sweeper's
-``optimization_results.yaml`` (which names the study and its storage, relative to the folder).
+``python -m scripts.summarize`` calls ``write_study_figures`` on a sweep folder that holds the
+sweeper's ``optimization_results.yaml`` (which names the study and its storage, relative to the
+folder).
 """
 
 import logging
