@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from src.config import ConfigError
+from src.lit.loggers import check_loggers
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -84,6 +85,7 @@ def check_config(cfg: DictConfig) -> None:
     """Config values that cannot work together, in a resolved config (``src.config.resolve``)."""
     if cfg.ckpt_path == "last":
         raise ConfigError("ckpt_path=last is not resolved: pass the config through resolve()")
+    check_loggers(cfg.get("logger"))  # chosen, and their optional extras installed
     if cfg.monitor is not None:
         if cfg.data.get("val_size", 1) == 0:
             raise ConfigError(

@@ -5,7 +5,7 @@ selected checkpoint, and evaluates the test set (and the validation split when t
 accuracy, loss, per-class accuracy, the confusion matrix, the expected calibration error with a
 reliability diagram, and a grid of the most confidently misclassified test images. Everything is
 written into ``<run>/eval/`` (``metrics.yaml`` and PNGs) and into the run's TensorBoard log, under
-``eval/`` tags.
+``eval/`` tags, and to the run's MLflow or W&B run if it logged to one (``log_evaluation``).
 """
 
 import logging
@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassCalibrationError, MulticlassCo
 from src import checks, runs  # runs registers the config resolver that run configs use
 from src.checks import CheckpointError
 from src.config import ConfigError
+from src.lit.loggers import log_evaluation
 from src.lit.numpy_classifier import NumpyClassifier
 
 matplotlib.use("Agg")  # files only, no display
@@ -188,6 +189,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     step = int(checkpoint.get("global_step", 0))
     results: dict = {"checkpoint": str(path), "step": step, "classes": classes}
+    scalars, figure_files = {}, {}  # by tag, for the run's other loggers (log_evaluation)
     with SummaryWriter(log_dir=str(run_dir)) as writer:  # a new event file beside training's
         for split in splits:
             x, y = datamodule.splits[split]
@@ -195,10 +197,12 @@ def evaluate(cfg: DictConfig) -> dict:
             metrics = evaluate_split(log_probs, y.cpu(), num_classes, cfg.calibration_bins)
             probs = log_probs.exp()
             results[split] = metrics
-            for name in ("acc", "loss", "ece"):
-                writer.add_scalar(f"eval/{split}/{name}", metrics[name], step)
+            split_scalars = {f"eval/{split}/{k}": metrics[k] for k in ("acc", "loss", "ece")}
             for name, value in zip(classes, metrics["per_class_acc"], strict=True):
-                writer.add_scalar(f"eval/{split}/acc_{name}", value, step)
+                split_scalars[f"eval/{split}/acc_{name}"] = value
+            for tag, value in split_scalars.items():
+                writer.add_scalar(tag, value, step)
+            scalars.update(split_scalars)
             figures = {
                 "confusion_matrix": plot_confusion(
                     metrics["confusion_matrix"], classes, f"{split} confusion matrix"
@@ -213,9 +217,12 @@ def evaluate(cfg: DictConfig) -> dict:
                     raw_test_images, probs, y.cpu(), classes, cfg.misclassified
                 )
             for name, fig in figures.items():
-                fig.savefig(out_dir / f"{split}_{name}.png", dpi=100)
+                figure_files[f"eval/{split}/{name}"] = out_dir / f"{split}_{name}.png"
+                fig.savefig(figure_files[f"eval/{split}/{name}"], dpi=100)
                 writer.add_figure(f"eval/{split}/{name}", fig, step)  # closes the figure
     (out_dir / "metrics.yaml").write_text(OmegaConf.to_yaml(results))
+    # The run's MLflow and W&B runs, if it has them, get the evaluation too.
+    log_evaluation(train_cfg.get("logger"), run_dir, step, scalars, figure_files)
     return results
 
 

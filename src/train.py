@@ -18,7 +18,6 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from src import runs
@@ -27,6 +26,7 @@ from src.config import CONFIG_DIR, ConfigError, choices_line, resolve
 from src.data import DataError
 from src.lit import compat
 from src.lit.callbacks import NonFiniteLossError
+from src.lit.loggers import build_loggers, hyperparameters, log_final_hparams
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ class Run:
 def build(cfg: DictConfig, purge_step: int | None = None) -> Run:
     """Instantiate every object of a run from its config; raise ``ConfigError`` on bad values.
 
-    ``purge_step``: a resumed run drops the TensorBoard events its previous start logged from
-    this step on (after its last checkpoint).
+    ``purge_step``: a resumed run continues its loggers from this step (the step after its last
+    checkpoint; ``src.lit.loggers.build_loggers``).
     """
     datamodule = instantiate_node(cfg.data, "data")
     net = instantiate_node(cfg.model, "model")
@@ -62,10 +62,7 @@ def build(cfg: DictConfig, purge_step: int | None = None) -> Run:
         for name, c in cfg.callbacks.items()
         if c is not None
     ]
-    resumed = (
-        {"purge_step": purge_step} if purge_step and "TensorBoard" in cfg.logger._target_ else {}
-    )
-    logger = instantiate_node(cfg.logger, "logger", **resumed)
+    logger = build_loggers(cfg.get("logger"), Path(cfg.paths.output_dir), purge_step)
     trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
     return Run(datamodule, classifier, trainer)
 
@@ -77,7 +74,8 @@ def final_test(run: Run, cfg: DictConfig) -> dict[str, float]:
     best = trainer.checkpoint_callback  # the first ModelCheckpoint: best by the monitored metric
     if cfg.monitor is not None and best.best_model_score is not None:
         metrics[f"best_{cfg.monitor}"] = float(best.best_model_score)
-        trainer.logger.log_metrics(metrics, step=trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
     if cfg.test:
         selected = best.best_model_path if metrics else None
         trainer.test(run.classifier, datamodule=run.datamodule, ckpt_path=selected, verbose=False)
@@ -87,12 +85,10 @@ def final_test(run: Run, cfg: DictConfig) -> dict[str, float]:
 
 
 def record_hparams(run: Run, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Write the run's settings and final metrics to TensorBoard's HParams tab (once, rank 0)."""
-    logger = run.trainer.logger
-    if isinstance(logger, TensorBoardLogger) and run.trainer.is_global_zero:
-        params = runs.hyperparameters(cfg, runs.config_choices(Path(cfg.paths.output_dir)))
-        runs.log_hparams(logger, params, metrics)
-        logger.experiment.flush()  # now: the project's logger flushes its saves only now and then
+    """Give every logger the run's settings and final metrics (once, rank 0)."""
+    if run.trainer.is_global_zero:
+        params = hyperparameters(cfg, runs.config_choices(Path(cfg.paths.output_dir)))
+        log_final_hparams(run.trainer.loggers, params, metrics)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
