@@ -8,6 +8,7 @@ import json
 import signal
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,15 +99,28 @@ def wandb_records(path: Path) -> list[bytes]:
     return records
 
 
-def wandb_run(run_dir: Path) -> tuple[Curves, dict]:
+def wandb_parsed_records(path: Path, timeout: float = 20.0) -> list:
+    """The records of a finished W&B run's file, parsed. W&B's service process may still be
+    writing the last ones when ``finish()`` has returned: read until its exit record is there."""
     from wandb.proto import wandb_internal_pb2
 
+    deadline = time.monotonic() + timeout
+    while True:
+        records = []
+        for data in wandb_records(path):
+            records.append(wandb_internal_pb2.Record())
+            records[-1].ParseFromString(data)
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record"
+        time.sleep(0.1)
+
+
+def wandb_run(run_dir: Path) -> tuple[Curves, dict]:
     curves: Curves = {}
     params: dict = {}
     for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        for data in wandb_records(path):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
+        for record in wandb_parsed_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "history":
                 items = record.history.item
