@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from PIL import Image
 
 from src.lit import loggers
 from src.lit.loggers import (
@@ -22,6 +23,7 @@ from src.lit.loggers import (
     build_loggers,
     check_loggers,
     hyperparameters,
+    log_evaluation,
     read_logger_runs,
 )
 from src.scalars import read_scalars
@@ -287,6 +289,29 @@ def test_a_resumed_mlflow_run_continues_the_run_its_folder_names(fast_overrides,
     assert params["trainer/max_steps"] == "6" and params["new/knob"] == "1"
 
 
+def test_a_resumed_wandb_run_continues_its_id_and_takes_the_evaluation(tmp_path):
+    needs("wandb")
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg("data=fake", "logger=wandb", output_dir=run_dir)
+    (first,) = build_loggers(cfg.logger, run_dir)
+    for step in range(1, 5):
+        first.log_metrics({"train/loss": 1.0}, step=step)
+    first.finish()
+    (resumed,) = build_loggers(cfg.logger, run_dir, purge_step=3)
+    assert resumed.experiment.id == read_logger_runs(run_dir)["wandb"]
+    resumed.log_metrics({"train/loss": 2.0}, step=3)
+    resumed.finish()
+    figure = tmp_path / "figure.png"
+    Image.new("RGB", (4, 4)).save(figure)
+    log_evaluation(cfg.logger, run_dir, 3, {"eval/test/acc": 0.5}, {"eval/test/figure": figure})
+    curves, _ = wandb_run(run_dir)
+    # W&B's history is append-only: step 3 is there twice, the resumed value last.
+    assert curves["train/loss"] == {1: 1.0, 2: 1.0, 3: 2.0, 4: 1.0}
+    assert curves["eval/test/acc"] == {3: 0.5} and curves["eval/test/figure._type"] == {
+        3: "image-file"
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # src.evaluate's figures, and missing extras
 # ------------------------------------------------------------------------------------------------
@@ -337,6 +362,14 @@ def test_a_logger_whose_extra_is_missing_is_one_sentence_before_the_run(
 def test_no_logger_at_all_is_refused():
     with pytest.raises(ValueError, match="no logger is chosen"):
         check_loggers(compose_cfg("data=fake", "logger=[]").get("logger"))
+
+
+def test_the_cost_per_logging_step_is_timed(capsys):
+    from scripts.bench.loggers import main as time_loggers
+
+    time_loggers(["--steps", "2", "--repeats", "1", "csv"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| logger= |") and lines[2].startswith("| `csv` | ")
 
 
 # ------------------------------------------------------------------------------------------------
