@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-from PIL import Image
 
 from src.lit import loggers
 from src.lit.loggers import (
@@ -288,6 +287,10 @@ def test_a_resumed_mlflow_run_continues_the_run_its_folder_names(fast_overrides,
     assert sorted(curves["train/loss"]) == [1, 2, 3, 4, 5, 6, 7]
     assert params["trainer/max_steps"] == "6" and params["new/knob"] == "1"
 
+    (run_dir / "loggers.yaml").write_text("mlflow: 0123456789abcdef\n")  # not in this store
+    with pytest.raises(ValueError, match="the MLflow run 0123456789abcdef that .* cannot be"):
+        build_loggers(cfg.logger, run_dir, purge_step=7)
+
 
 def test_a_resumed_wandb_run_continues_its_id_and_takes_the_evaluation(tmp_path):
     needs("wandb")
@@ -301,6 +304,8 @@ def test_a_resumed_wandb_run_continues_its_id_and_takes_the_evaluation(tmp_path)
     assert resumed.experiment.id == read_logger_runs(run_dir)["wandb"]
     resumed.log_metrics({"train/loss": 2.0}, step=3)
     resumed.finish()
+    from PIL import Image  # matplotlib's dependency
+
     figure = tmp_path / "figure.png"
     Image.new("RGB", (4, 4)).save(figure)
     log_evaluation(cfg.logger, run_dir, 3, {"eval/test/acc": 0.5}, {"eval/test/figure": figure})

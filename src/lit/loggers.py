@@ -338,7 +338,15 @@ def _record_logger_runs(run_dir: Path, built: dict, known: dict[str, str]) -> No
     runs = dict(known)
     for name, logger in built.items():
         if isinstance(logger, loggers.MLFlowLogger):
-            runs[name] = logger.run_id  # creates the run now
+            try:
+                runs[name] = logger.run_id  # creates the run now, or finds the one to continue
+            except Exception as e:  # mlflow's MlflowException: a run id this store does not hold
+                raise ConfigError(
+                    f"logger.{name}: the MLflow run {known.get(name)} that "
+                    f"{Path(run_dir) / LOGGER_RUNS} names cannot be continued in this tracking "
+                    f"store ({str(e).splitlines()[0]}); remove it from that file to start a new "
+                    "MLflow run"
+                ) from None
         elif isinstance(logger, loggers.WandbLogger):
             runs[name] = logger.experiment.id
     if runs != known:
