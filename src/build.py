@@ -6,6 +6,7 @@ folder has had its ``_target_``s checked first (``RunFolder.config``, ``src.targ
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.config import ConfigError
+from src.lit.loggers import build_loggers
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -46,21 +48,18 @@ def build_classifier(cfg: DictConfig) -> pl.LightningModule:
 
 
 def build_trainer(cfg: DictConfig, purge_step: int | None = None) -> pl.Trainer:
-    """The trainer with the configured callbacks and logger.
+    """The trainer with the configured callbacks and loggers.
 
-    ``purge_step``: a resumed run drops the TensorBoard events its previous start logged from
-    this step on (after its last checkpoint).
+    ``purge_step``: a resumed run continues its loggers from this step (the step after its last
+    checkpoint; ``src.lit.loggers.build_loggers``).
     """
     callbacks = [
         instantiate_node(c, f"callbacks.{name}")
         for name, c in cfg.callbacks.items()
         if c is not None
     ]
-    resumed = (
-        {"purge_step": purge_step} if purge_step and "TensorBoard" in cfg.logger._target_ else {}
-    )
-    logger = instantiate_node(cfg.logger, "logger", **resumed)
-    return instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    loggers = build_loggers(cfg.get("logger"), Path(cfg.paths.output_dir), purge_step)
+    return instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
 
 
 @dataclass

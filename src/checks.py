@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig
 
 from src.config import ConfigError
+from src.lit.loggers import check_loggers
 
 
 def check_run(cfg: DictConfig, datamodule: Any, classifier: Any) -> dict | None:
@@ -86,6 +87,7 @@ def check_config(cfg: DictConfig) -> None:
     check_values(cfg)
     if cfg.ckpt_path == "last":
         raise ConfigError("ckpt_path=last is not resolved: pass the config through resolve()")
+    check_loggers(cfg.get("logger"))  # chosen, and their optional extras installed
     if cfg.monitor is not None:
         if cfg.data.get("val_size", 1) == 0:
             raise ConfigError(

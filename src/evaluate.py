@@ -5,8 +5,9 @@ Rebuilds the run's model and data from its saved config (``<run>/.hydra/config.y
 (run.yaml's ``tested_checkpoint``), and evaluates the test set (and the validation split when the
 run had one): accuracy, loss, per-class accuracy, the confusion matrix, the expected calibration
 error with a reliability diagram, and a grid of the most confidently misclassified test images.
-Everything is written into ``<run>/eval/`` (``metrics.yaml`` and PNGs) and into the run's
-TensorBoard log, under ``eval/`` tags.
+Everything is written into ``<run>/eval/`` (``metrics.yaml`` and PNGs), into the run's TensorBoard
+log under ``eval/`` tags, and to the run's MLflow or W&B run if it logged to one
+(``log_evaluation``).
 """
 
 import logging
@@ -25,6 +26,7 @@ from torchmetrics.classification import MulticlassCalibrationError, MulticlassCo
 from src import build
 from src.checks import CheckpointError, read_checkpoint
 from src.config import CONFIG_DIR, ConfigError
+from src.lit.loggers import log_evaluation
 from src.run_folder import EVAL_DIR, EVAL_METRICS, RunFolder, RunFolderError
 from src.targets import UntrustedTargetError
 
@@ -169,6 +171,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     step = int(checkpoint.get("global_step", 0))
     results: dict = {"checkpoint": folder.relative(path), "step": step, "classes": classes}
+    scalars, figure_files = {}, {}  # by tag, for the run's other loggers (log_evaluation)
     with SummaryWriter(log_dir=str(run_dir)) as writer:  # a new event file beside training's
         for split in splits:
             x, y = datamodule.splits[split]
@@ -176,10 +179,12 @@ def evaluate(cfg: DictConfig) -> dict:
             metrics = evaluate_split(log_probs, y.cpu(), num_classes, cfg.calibration_bins)
             probs = log_probs.exp()
             results[split] = metrics
-            for name in ("acc", "loss", "ece"):
-                writer.add_scalar(f"eval/{split}/{name}", metrics[name], step)
+            split_scalars = {f"eval/{split}/{k}": metrics[k] for k in ("acc", "loss", "ece")}
             for name, value in zip(classes, metrics["per_class_acc"], strict=True):
-                writer.add_scalar(f"eval/{split}/acc_{name}", value, step)
+                split_scalars[f"eval/{split}/acc_{name}"] = value
+            for tag, value in split_scalars.items():
+                writer.add_scalar(tag, value, step)
+            scalars.update(split_scalars)
             figures = {
                 "confusion_matrix": plot_confusion(
                     metrics["confusion_matrix"], classes, f"{split} confusion matrix"
@@ -194,9 +199,12 @@ def evaluate(cfg: DictConfig) -> dict:
                     raw_test_images, probs, y.cpu(), classes, cfg.misclassified
                 )
             for name, fig in figures.items():
-                fig.savefig(out_dir / f"{split}_{name}.png", dpi=100)
+                figure_files[f"eval/{split}/{name}"] = out_dir / f"{split}_{name}.png"
+                fig.savefig(figure_files[f"eval/{split}/{name}"], dpi=100)
                 writer.add_figure(f"eval/{split}/{name}", fig, step)  # closes the figure
     (run_dir / EVAL_METRICS).write_text(OmegaConf.to_yaml(results))
+    # The run's MLflow and W&B runs, if it has them, get the evaluation too.
+    log_evaluation(train_cfg.get("logger"), run_dir, step, scalars, figure_files)
     return results
 
 

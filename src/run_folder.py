@@ -42,11 +42,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
-from pytorch_lightning.loggers import TensorBoardLogger
-from torch.utils.tensorboard.summary import hparams
 
 from src import targets
-from src.lit import compat
 
 HYDRA_DIR = ".hydra"
 CONFIG = Path(HYDRA_DIR) / "config.yaml"
@@ -457,32 +454,3 @@ def config_choices(run_dir: Path) -> dict[str, str]:
     if saved:
         return saved
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-
-
-HPARAM_TRAINER_KEYS = ("max_steps", "val_check_interval", "precision")
-
-
-def hyperparameters(cfg: DictConfig, choices: dict[str, str]) -> dict[str, object]:
-    """The run's settings as flat ``group/key`` values, for TensorBoard's HParams tab."""
-    flat: dict[str, object] = {f"{g}": choices[g] for g in ("model", "optimizer") if g in choices}
-    flat["seed"] = cfg.seed
-    for group in ("model", "optimizer", "data", "trainer"):
-        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
-            if key.startswith("_") or (group == "trainer" and key not in HPARAM_TRAINER_KEYS):
-                continue
-            if isinstance(value, bool | int | float | str):
-                flat[f"{group}/{key}"] = value
-            elif isinstance(value, list | tuple):
-                flat[f"{group}/{key}"] = str(value)
-    return flat
-
-
-def log_hparams(logger: TensorBoardLogger, params: dict, metrics: dict[str, float]) -> None:
-    """Write the HParams entry once, at the end, naming metrics that the run logged as scalars.
-
-    Lightning's ``log_hyperparams(params, metrics)`` would also write each metric again at step 0;
-    TensorBoard's HParams tab reads the last value of each named scalar tag instead.
-    """
-    writer = compat.tensorboard_file_writer(logger)
-    for summary in hparams(params, metrics):
-        writer.add_summary(summary)

@@ -17,7 +17,6 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from src import run_folder
@@ -27,6 +26,7 @@ from src.config import CONFIG_DIR, ConfigError, choices_line, resolve
 from src.data import DataError
 from src.lit import compat
 from src.lit.callbacks import NonFiniteLossError
+from src.lit.loggers import hyperparameters, log_final_hparams
 from src.targets import UntrustedTargetError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def final_test(run: Run, cfg: DictConfig, run_dir: Path) -> tuple[dict[str, floa
     best = trainer.checkpoint_callback  # the first ModelCheckpoint: best by the monitored metric
     if cfg.monitor is not None and best is not None and best.best_model_score is not None:
         metrics[f"best_{cfg.monitor}"] = float(best.best_model_score)
-        trainer.logger.log_metrics(metrics, step=trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
         selected = Path(best.best_model_path)
     else:
         last = run_dir / run_folder.LAST_CHECKPOINT
@@ -84,14 +85,10 @@ def final_test(run: Run, cfg: DictConfig, run_dir: Path) -> tuple[dict[str, floa
 
 
 def record_hparams(run: Run, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Write the run's settings and final metrics to TensorBoard's HParams tab (once, rank 0)."""
-    logger = run.trainer.logger
-    if isinstance(logger, TensorBoardLogger) and run.trainer.is_global_zero:
-        params = run_folder.hyperparameters(
-            cfg, run_folder.config_choices(Path(cfg.paths.output_dir))
-        )
-        run_folder.log_hparams(logger, params, metrics)
-        logger.experiment.flush()  # now: the project's logger flushes its saves only now and then
+    """Give every logger the run's settings and final metrics (once, rank 0)."""
+    if run.trainer.is_global_zero:
+        params = hyperparameters(cfg, run_folder.config_choices(Path(cfg.paths.output_dir)))
+        log_final_hparams(run.trainer.loggers, params, metrics)
 
 
 def fit_and_test(run: Run, cfg: DictConfig) -> dict[str, float]:
@@ -130,6 +127,8 @@ def main(cfg: DictConfig) -> float | None:
     new_run = cfg.get("resume") is None
     compat.quiet_lightning()
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per line
+    log.info(f"{choices_line(run_folder.config_choices(run_dir))} | overrides: "
+             f"{' '.join(overrides) or 'none'}")  # fmt: skip
     try:
         cfg = resolve(cfg, overrides)
         run, _ = prepare(cfg)
@@ -146,8 +145,6 @@ def main(cfg: DictConfig) -> float | None:
             run_folder.start_record(run_dir, overrides)
         else:
             run_folder.write_record(run_dir, status="running", resumed=run_folder.now())
-        log.info(f"{choices_line(run_folder.config_choices(run_dir))} | overrides: "
-                 f"{' '.join(overrides) or 'none'}")  # fmt: skip
         metrics = fit_and_test(run, cfg)
     except BaseException as e:
         stopped = isinstance(e, KeyboardInterrupt | SIGTERMException)
