@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.config import ConfigError
-from src.lit.loggers import build_loggers
+from src.lit.tracking import build_loggers
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -51,7 +51,7 @@ def build_trainer(cfg: DictConfig, purge_step: int | None = None) -> pl.Trainer:
     """The trainer with the configured callbacks and loggers.
 
     ``purge_step``: a resumed run continues its loggers from this step (the step after its last
-    checkpoint; ``src.lit.loggers.build_loggers``).
+    checkpoint; ``src.lit.tracking.build_loggers``).
     """
     callbacks = [
         instantiate_node(c, f"callbacks.{name}")

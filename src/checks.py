@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 
 from src.config import ConfigError
-from src.lit.loggers import check_loggers
+from src.lit.tracking import check_loggers
 
 
 def check_run(cfg: DictConfig, datamodule: Any, classifier: Any) -> dict | None:

@@ -26,7 +26,7 @@ from torchmetrics.classification import MulticlassCalibrationError, MulticlassCo
 from src import build
 from src.checks import CheckpointError, read_checkpoint
 from src.config import CONFIG_DIR, ConfigError
-from src.lit.loggers import log_evaluation
+from src.lit.tracking import log_evaluation
 from src.run_folder import EVAL_DIR, EVAL_METRICS, RunFolder, RunFolderError
 from src.targets import UntrustedTargetError
 

@@ -10,7 +10,7 @@ A run folder holds::
                             checkpoint the final test used (``tested_checkpoint``)
     checkpoints/            last.ckpt (the newest state: what resume continues from) and
                             best-step<N>.ckpt (the best by validation, when the run selects on it)
-    events.out.tfevents.*   the TensorBoard curves
+    events.out.tfevents.*   the TensorBoard curves (csv/, loggers.yaml: the other loggers')
     eval/                   what ``python -m src.evaluate`` writes: metrics.yaml and figures
 
 Three promises:
@@ -56,6 +56,8 @@ BEST_CHECKPOINTS = "best-step*.ckpt"
 EVAL_DIR = "eval"
 EVAL_METRICS = Path(EVAL_DIR) / "metrics.yaml"
 EVENT_FILES = "events.out.tfevents.*"
+#: The MLflow and W&B run ids that a resumed run continues (``src.lit.tracking``).
+LOGGER_RUNS = "loggers.yaml"
 #: How a run ended, as run.yaml's ``status`` says (``running`` while it runs).
 FINISHED = ("completed", "pruned")
 

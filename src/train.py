@@ -26,7 +26,7 @@ from src.config import CONFIG_DIR, ConfigError, choices_line, resolve
 from src.data import DataError
 from src.lit import compat
 from src.lit.callbacks import NonFiniteLossError
-from src.lit.loggers import hyperparameters, log_final_hparams
+from src.lit.tracking import hyperparameters, log_final_hparams
 from src.targets import UntrustedTargetError
 
 log = logging.getLogger(__name__)

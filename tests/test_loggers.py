@@ -15,10 +15,9 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from src.lit import loggers
-from src.lit.loggers import (
-    CSVLogger,
-    TensorBoardLogger,
+from src.lit import loggers, tracking
+from src.lit.loggers import CSVLogger, TensorBoardLogger
+from src.lit.tracking import (
     build_loggers,
     check_loggers,
     hyperparameters,
@@ -355,13 +354,14 @@ def test_evaluation_figures_go_to_the_runs_mlflow_artifacts(fast_overrides, tmp_
 def test_a_logger_whose_extra_is_missing_is_one_sentence_before_the_run(
     fast_overrides, tmp_path, monkeypatch, capsys, option, sentence
 ):
-    monkeypatch.setattr(loggers, "find_spec", lambda name: None)  # as without mlflow and wandb
+    monkeypatch.setattr(tracking, "find_spec", lambda name: None)  # as without mlflow and wandb
     with pytest.raises(SystemExit) as exit_:
         run_main(*fast_overrides, f"logger={option}", monkeypatch=monkeypatch)
     assert exit_.value.code == 1
     assert capsys.readouterr().err.strip() == f"error: {sentence}"
     assert not list(tmp_path.rglob("mlflow.db")) and not list(tmp_path.rglob("wandb"))
     assert not list(tmp_path.rglob("events.out.tfevents.*"))  # refused before any logger starts
+    assert not (tmp_path / "outputs").exists()  # and no run folder is left
 
 
 def test_no_logger_at_all_is_refused():

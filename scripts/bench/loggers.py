@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from src.config import compose
-from src.lit.loggers import build_loggers
+from src.lit.tracking import build_loggers
 
 OPTIONS = {
     "tensorboard": ["logger=tensorboard"],
