@@ -15,7 +15,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from src.lit import loggers, tracking
+from src.lit import tracking
 from src.lit.loggers import CSVLogger, TensorBoardLogger
 from src.lit.tracking import (
     build_loggers,
