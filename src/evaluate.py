@@ -74,13 +74,18 @@ def evaluate_split(log_probs: Tensor, y: Tensor, num_classes: int, bins: int) ->
 
 
 def reliability(probs: Tensor, y: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per confidence bin (equal widths over [0, 1]): mean confidence, accuracy and count."""
+    """Per confidence bin: mean confidence, accuracy and count, binned as torchmetrics' ECE bins.
+
+    ``bins`` equal bins [k/bins, (k+1)/bins) over [0, 1), and one more for a confidence of exactly
+    1.0 (``bins + 1`` entries): so sum(|accuracy - confidence| * count) / n is its ECE.
+    """
     confidence, predicted = probs.max(dim=1)
-    correct = (predicted == y).float()
-    index = (confidence * bins).long().clamp(max=bins - 1)  # [k/bins, (k+1)/bins), as torchmetrics
-    count = torch.bincount(index, minlength=bins).float()
-    mean_conf = torch.bincount(index, confidence, minlength=bins) / count.clamp(min=1)
-    accuracy = torch.bincount(index, correct, minlength=bins) / count.clamp(min=1)
+    correct = (predicted == y).to(confidence.dtype)
+    edges = torch.linspace(0, 1, bins + 1, dtype=confidence.dtype, device=confidence.device)
+    index = torch.bucketize(confidence, edges, right=True) - 1
+    count = torch.bincount(index, minlength=bins + 1).to(confidence.dtype)
+    mean_conf = torch.bincount(index, confidence, minlength=bins + 1) / count.clamp(min=1)
+    accuracy = torch.bincount(index, correct, minlength=bins + 1) / count.clamp(min=1)
     return mean_conf, accuracy, count
 
 
@@ -103,15 +108,18 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], title: str) -> p
 
 def plot_reliability(probs: Tensor, y: Tensor, bins: int, ece: float, title: str) -> plt.Figure:
     # NumPy arrays for matplotlib (tensors go through a deprecated __array__ path there).
-    mean_conf, accuracy, count = (t.numpy() for t in reliability(probs, y, bins))
-    centers = ((torch.arange(bins) + 0.5) / bins).numpy()
+    mean_conf, accuracy, count = (t.float().numpy() for t in reliability(probs, y, bins))
+    # The bins' left edges; the last bar, half a bin wide at 1, is confidence exactly 1.0.
+    lefts = (torch.arange(bins + 1) / bins).numpy()
+    widths = [1 / bins] * bins + [0.5 / bins]
     fig, ax = plt.subplots(figsize=(5, 5))
     used = count > 0
-    ax.bar(centers[used], accuracy[used], width=1 / bins, edgecolor="black", label="accuracy")
-    ax.bar(centers[used], (mean_conf - accuracy)[used], bottom=accuracy[used], width=1 / bins,
-           color="red", alpha=0.3, label="gap to confidence")  # fmt: skip
+    bars = dict(width=[w for w, u in zip(widths, used, strict=True) if u], align="edge")
+    ax.bar(lefts[used], accuracy[used], edgecolor="black", label="accuracy", **bars)
+    ax.bar(lefts[used], (mean_conf - accuracy)[used], bottom=accuracy[used], color="red",
+           alpha=0.3, label="gap to confidence", **bars)  # fmt: skip
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+    ax.set(xlim=(0, 1 + 0.5 / bins), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"{title} (ECE {ece:.4f})")  # fmt: skip
     ax.legend(loc="upper left")
     fig.tight_layout()
