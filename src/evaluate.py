@@ -3,8 +3,9 @@
 Rebuilds the run's model and data from its saved config (``<run>/.hydra/config.yaml``, whose
 ``_target_``s must be on the allow-list: ``src.targets``), loads the checkpoint its final test used
 (run.yaml's ``tested_checkpoint``), and evaluates the test set (and the validation split when the
-run had one): accuracy, loss, per-class accuracy, the confusion matrix, the expected calibration
-error with a reliability diagram, and a grid of the most confidently misclassified test images.
+run had one): the metrics of the training curves (``src.lit.classifier.METRICS``: accuracy, loss,
+...), per-class accuracy, the confusion matrix, the expected calibration error with a reliability
+diagram, and a grid of the most confidently misclassified test images.
 Everything is written into ``<run>/eval/`` (``metrics.yaml`` and PNGs) and into the run's
 TensorBoard log, under ``eval/`` tags.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 import hydra
 import matplotlib
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassCalibrationError, MulticlassCo
 from src import build
 from src.checks import CheckpointError, read_checkpoint
 from src.config import CONFIG_DIR, ConfigError
+from src.lit.classifier import METRICS, eval_metrics
 from src.run_folder import EVAL_DIR, EVAL_METRICS, RunFolder, RunFolderError
 from src.targets import UntrustedTargetError
 
@@ -52,20 +53,23 @@ def load_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
 
 @torch.inference_mode()
 def predict(classifier, x: Tensor, batch_size: int) -> Tensor:
-    """Log-probabilities of the classes of ``x``, in batches (every classifier returns logits)."""
-    logits = torch.cat([classifier(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    return F.log_softmax(logits.float(), dim=1)
+    """The classifier's logits of ``x``, in batches, as float32 on the CPU."""
+    batches = (classifier(x[i : i + batch_size]) for i in range(0, len(x), batch_size))
+    return torch.cat([logits.float().cpu() for logits in batches])
 
 
-def evaluate_split(log_probs: Tensor, y: Tensor, num_classes: int, bins: int) -> dict:
-    """Accuracy, loss, per-class accuracy, confusion matrix and calibration of predictions."""
-    probs = log_probs.exp()
+def evaluate_split(logits: Tensor, y: Tensor, num_classes: int, bins: int) -> dict:
+    """The training metrics (``METRICS``: accuracy, loss, ...), and the per-class accuracy,
+    confusion matrix and calibration of a split's predictions."""
+    metrics = eval_metrics(num_classes)
+    metrics.update(logits, y)
+    results = {name: float(value) for name, value in metrics.compute().items()}
+    probs = logits.softmax(dim=1)
     confusion = MulticlassConfusionMatrix(num_classes)(probs, y)  # rows: true, columns: predicted
     per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
     ece = MulticlassCalibrationError(num_classes, n_bins=bins, norm="l1")(probs, y)
     return {
-        "acc": float(confusion.diag().sum() / len(y)),
-        "loss": float(F.nll_loss(log_probs, y)),
+        **results,
         "ece": float(ece),
         "n": len(y),
         "per_class_acc": per_class.tolist(),
@@ -181,11 +185,11 @@ def evaluate(cfg: DictConfig) -> dict:
     with SummaryWriter(log_dir=str(run_dir)) as writer:  # a new event file beside training's
         for split in splits:
             x, y = datamodule.splits[split]
-            log_probs = predict(classifier, x, datamodule.eval_batch_size)
-            metrics = evaluate_split(log_probs, y.cpu(), num_classes, cfg.calibration_bins)
-            probs = log_probs.exp()
+            logits = predict(classifier, x, datamodule.eval_batch_size)
+            metrics = evaluate_split(logits, y.cpu(), num_classes, cfg.calibration_bins)
+            probs = logits.softmax(dim=1)
             results[split] = metrics
-            for name in ("acc", "loss", "ece"):
+            for name in (*METRICS, "ece"):
                 writer.add_scalar(f"eval/{split}/{name}", metrics[name], step)
             for name, value in zip(classes, metrics["per_class_acc"], strict=True):
                 writer.add_scalar(f"eval/{split}/acc_{name}", value, step)

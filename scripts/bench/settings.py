@@ -156,10 +156,9 @@ class Benchmark:
 
     def setting(self, name: str) -> Setting:
         cfg = self.compose(name, [], name)
-        numpy_model = "numpy_nn" in cfg.model._target_
-        precision = check_precision(cfg.trainer.precision, self.device, numpy_model)
+        precision = check_precision(cfg.trainer.precision, self.device)
         if self.args.compile:
-            check_compile(self.device, numpy_model)
+            check_compile(self.device)
         fraction = SLOW_MODELS.get(name, 1.0) if self.device.type == "cpu" else 1.0
         steps = max(min(self.args.steps, 3), round(self.args.steps * fraction))
         warmup = self.args.warmup if fraction == 1.0 else max(1, self.args.warmup // 2)
