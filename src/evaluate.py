@@ -143,7 +143,11 @@ def plot_misclassified(
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, worst.tolist(), strict=False):
-        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        image = images[i].permute(1, 2, 0).numpy()  # height, width, channels
+        if image.shape[2] == 1:  # one channel: grey levels, not a colour map
+            ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image)
         ax.set_title(f"true {classes[y[i]]}\npred {classes[predicted[i]]} {confidence[i]:.2f}",
                      fontsize=8)  # fmt: skip
     fig.suptitle("Most confidently misclassified test images")

@@ -74,7 +74,7 @@ class Classifier(pl.LightningModule):
         self,
         net: nn.Module,
         optimizer: OptimizerFactory,
-        num_classes: int,
+        num_classes: int = 10,  # CIFAR-10's: configs saved before classifier.num_classes existed
         scheduler: SchedulerFactory | None = None,
         compile_net: bool = False,
     ):

@@ -44,7 +44,7 @@ class NumpyClassifier(Classifier):
         self,
         net: NumpyMLP,
         optimizer: Callable[[list], SGD],
-        num_classes: int,
+        num_classes: int = 10,  # as Classifier's
         scheduler: None = None,
         compile_net: bool = False,
     ):
