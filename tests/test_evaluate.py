@@ -180,16 +180,17 @@ def test_only_the_evaluation_entry_point_imports_matplotlib():
 def test_a_run_whose_config_this_code_cannot_build_is_one_sentence(
     mlp_run, tmp_path, monkeypatch, capsys
 ):
-    """A run of older code whose config lacks a key the classifier now needs."""
+    """A run of other code whose config names a model option this code does not know (a missing
+    key takes the model's default, an unknown one cannot)."""
     import shutil
 
     old = tmp_path / "old_run"
     shutil.copytree(mlp_run, old)
     config = old / ".hydra" / "config.yaml"
-    config.write_text(config.read_text().replace("  num_classes: ${data.num_classes}\n", "", 1))
+    config.write_text(config.read_text().replace("  neg_slope: ", "  negative_slope: ", 1))
     with pytest.raises(SystemExit) as exit_info:
         run_evaluate(f"run={old}", monkeypatch=monkeypatch)
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "Traceback" not in err
-    assert "config does not build with this checkout (classifier: " in err
-    assert "num_classes" in err and "the commit its run.yaml names" in err
+    assert "config does not build with this checkout (model: " in err
+    assert "negative_slope" in err and "the commit its run.yaml names" in err
