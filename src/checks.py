@@ -34,12 +34,11 @@ def check_run(cfg: DictConfig, datamodule: Any, classifier: Any) -> dict | None:
     (``cfg.ckpt_path``), loaded, or None."""
     check_config(cfg)
     check_data(datamodule)
-    in_torch = classifier.computes_in_torch
     device = training_device(cfg.trainer.accelerator)
-    try:
-        check_precision(cfg.trainer.precision, device, numpy_model=not in_torch)
+    try:  # the device's limits, then the model's own (its compile_net refused when it was built)
+        classifier.check_precision(check_precision(cfg.trainer.precision, device))
         if cfg.get("compile", False):
-            check_compile(device, numpy_model=not in_torch)
+            check_compile(device)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.trainer.get("sync_batchnorm", False) and device.type != "cuda":
@@ -223,9 +222,7 @@ def cuda_supports_bf16(device: torch.device) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def check_precision(
-    precision: object, device: torch.device | str, numpy_model: bool = False
-) -> str:
+def check_precision(precision: object, device: torch.device | str) -> str:
     """Return the canonical precision if ``device`` can train in it, else raise a ValueError that
     says why and what to use instead.
 
@@ -234,11 +231,6 @@ def check_precision(
     """
     name = canonical_precision(precision)
     device = torch.device(device)
-    if numpy_model and name != "32-true":
-        raise ValueError(
-            f"trainer.precision={precision!r}: the NumPy model computes in NumPy, in its own "
-            "model.dtype; mixed precision is for the PyTorch models (use trainer.precision=32)"
-        )
     if name in ("16-mixed", "16-true") and device.type == "cpu":
         raise ValueError(
             f"trainer.precision={precision!r} needs a CUDA GPU (float16 autocast with gradient "
@@ -274,15 +266,13 @@ def training_device(accelerator: object) -> torch.device:
         return torch.device("cpu")
 
 
-def check_compile(device: torch.device | str, numpy_model: bool = False) -> None:
+def check_compile(device: torch.device | str) -> None:
     """Raise a ValueError that says why if ``torch.compile`` cannot run on ``device``.
 
     torch.compile's default backend (Inductor) writes Triton kernels for a CUDA GPU and C++ for a
     CPU: it needs Triton on a GPU of compute capability 7.0 or newer, and a C++ compiler on a CPU.
     """
     device = torch.device(device)
-    if numpy_model:
-        raise ValueError("compile=true: the NumPy model is not a torch module; nothing to compile")
     if sys.platform == "win32":
         raise ValueError("compile=true: torch.compile does not support Windows; use compile=false")
     if device.type == "cuda":

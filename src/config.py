@@ -8,6 +8,7 @@ selection without a validation split), so that ``src.train.train`` never rewrite
 
 import copy
 import logging
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,13 +16,17 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import run_folder  # also registers the config resolver that conf/hydra uses
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# `n_inputs: ${product:${data.input_shape}}` (conf/model/): the MLPs' input size follows the data.
+if not OmegaConf.has_resolver("product"):
+    OmegaConf.register_new_resolver("product", lambda values: math.prod(values))
 
 
 class ConfigError(ValueError):

@@ -3,11 +3,11 @@
 Rebuilds the run's model and data from its saved config (``<run>/.hydra/config.yaml``, whose
 ``_target_``s must be on the allow-list: ``src.targets``), loads the checkpoint its final test used
 (run.yaml's ``tested_checkpoint``), and evaluates the test set (and the validation split when the
-run had one): accuracy, loss, per-class accuracy, the confusion matrix, the expected calibration
-error with a reliability diagram, and a grid of the most confidently misclassified test images.
-Everything is written into ``<run>/eval/`` (``metrics.yaml`` and PNGs), into the run's TensorBoard
-log under ``eval/`` tags, and to the run's MLflow or W&B run if it logged to one
-(``log_evaluation``).
+run had one): the metrics of the training curves (``src.lit.classifier.METRICS``: accuracy, loss,
+...), per-class accuracy, the confusion matrix, the expected calibration error with a reliability
+diagram, and a grid of the most confidently misclassified test images. Everything is written into
+``<run>/eval/`` (``metrics.yaml`` and PNGs), into the run's TensorBoard log under ``eval/`` tags,
+and to the run's MLflow or W&B run if it logged to one (``log_evaluation``).
 """
 
 import logging
@@ -17,7 +17,6 @@ from pathlib import Path
 import hydra
 import matplotlib
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -26,6 +25,7 @@ from torchmetrics.classification import MulticlassCalibrationError, MulticlassCo
 from src import build
 from src.checks import CheckpointError, read_checkpoint
 from src.config import CONFIG_DIR, ConfigError
+from src.lit.classifier import METRICS, eval_metrics
 from src.lit.tracking import log_evaluation
 from src.run_folder import EVAL_DIR, EVAL_METRICS, RunFolder, RunFolderError
 from src.targets import UntrustedTargetError
@@ -53,20 +53,23 @@ def load_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
 
 @torch.inference_mode()
 def predict(classifier, x: Tensor, batch_size: int) -> Tensor:
-    """Log-probabilities of the classes of ``x``, in batches (every classifier returns logits)."""
-    logits = torch.cat([classifier(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    return F.log_softmax(logits.float(), dim=1)
+    """The classifier's logits of ``x``, in batches, as float32 on the CPU."""
+    batches = (classifier(x[i : i + batch_size]) for i in range(0, len(x), batch_size))
+    return torch.cat([logits.float().cpu() for logits in batches])
 
 
-def evaluate_split(log_probs: Tensor, y: Tensor, num_classes: int, bins: int) -> dict:
-    """Accuracy, loss, per-class accuracy, confusion matrix and calibration of predictions."""
-    probs = log_probs.exp()
+def evaluate_split(logits: Tensor, y: Tensor, num_classes: int, bins: int) -> dict:
+    """The training metrics (``METRICS``: accuracy, loss, ...), and the per-class accuracy,
+    confusion matrix and calibration of a split's predictions."""
+    metrics = eval_metrics(num_classes)
+    metrics.update(logits, y)
+    results = {name: float(value) for name, value in metrics.compute().items()}
+    probs = logits.softmax(dim=1)
     confusion = MulticlassConfusionMatrix(num_classes)(probs, y)  # rows: true, columns: predicted
     per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
     ece = MulticlassCalibrationError(num_classes, n_bins=bins, norm="l1")(probs, y)
     return {
-        "acc": float(confusion.diag().sum() / len(y)),
-        "loss": float(F.nll_loss(log_probs, y)),
+        **results,
         "ece": float(ece),
         "n": len(y),
         "per_class_acc": per_class.tolist(),
@@ -75,13 +78,18 @@ def evaluate_split(log_probs: Tensor, y: Tensor, num_classes: int, bins: int) ->
 
 
 def reliability(probs: Tensor, y: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per confidence bin (equal widths over [0, 1]): mean confidence, accuracy and count."""
+    """Per confidence bin: mean confidence, accuracy and count, binned as torchmetrics' ECE bins.
+
+    ``bins`` equal bins [k/bins, (k+1)/bins) over [0, 1), and one more for a confidence of exactly
+    1.0 (``bins + 1`` entries): so sum(|accuracy - confidence| * count) / n is its ECE.
+    """
     confidence, predicted = probs.max(dim=1)
-    correct = (predicted == y).float()
-    index = (confidence * bins).long().clamp(max=bins - 1)  # [k/bins, (k+1)/bins), as torchmetrics
-    count = torch.bincount(index, minlength=bins).float()
-    mean_conf = torch.bincount(index, confidence, minlength=bins) / count.clamp(min=1)
-    accuracy = torch.bincount(index, correct, minlength=bins) / count.clamp(min=1)
+    correct = (predicted == y).to(confidence.dtype)
+    edges = torch.linspace(0, 1, bins + 1, dtype=confidence.dtype, device=confidence.device)
+    index = torch.bucketize(confidence, edges, right=True) - 1
+    count = torch.bincount(index, minlength=bins + 1).to(confidence.dtype)
+    mean_conf = torch.bincount(index, confidence, minlength=bins + 1) / count.clamp(min=1)
+    accuracy = torch.bincount(index, correct, minlength=bins + 1) / count.clamp(min=1)
     return mean_conf, accuracy, count
 
 
@@ -104,15 +112,18 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], title: str) -> p
 
 def plot_reliability(probs: Tensor, y: Tensor, bins: int, ece: float, title: str) -> plt.Figure:
     # NumPy arrays for matplotlib (tensors go through a deprecated __array__ path there).
-    mean_conf, accuracy, count = (t.numpy() for t in reliability(probs, y, bins))
-    centers = ((torch.arange(bins) + 0.5) / bins).numpy()
+    mean_conf, accuracy, count = (t.float().numpy() for t in reliability(probs, y, bins))
+    # The bins' left edges; the last bar, half a bin wide at 1, is confidence exactly 1.0.
+    lefts = (torch.arange(bins + 1) / bins).numpy()
+    widths = [1 / bins] * bins + [0.5 / bins]
     fig, ax = plt.subplots(figsize=(5, 5))
     used = count > 0
-    ax.bar(centers[used], accuracy[used], width=1 / bins, edgecolor="black", label="accuracy")
-    ax.bar(centers[used], (mean_conf - accuracy)[used], bottom=accuracy[used], width=1 / bins,
-           color="red", alpha=0.3, label="gap to confidence")  # fmt: skip
+    bars = dict(width=[w for w, u in zip(widths, used, strict=True) if u], align="edge")
+    ax.bar(lefts[used], accuracy[used], edgecolor="black", label="accuracy", **bars)
+    ax.bar(lefts[used], (mean_conf - accuracy)[used], bottom=accuracy[used], color="red",
+           alpha=0.3, label="gap to confidence", **bars)  # fmt: skip
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+    ax.set(xlim=(0, 1 + 0.5 / bins), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"{title} (ECE {ece:.4f})")  # fmt: skip
     ax.legend(loc="upper left")
     fig.tight_layout()
@@ -132,7 +143,11 @@ def plot_misclassified(
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, worst.tolist(), strict=False):
-        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        image = images[i].permute(1, 2, 0).numpy()  # height, width, channels
+        if image.shape[2] == 1:  # one channel: grey levels, not a colour map
+            ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image)
         ax.set_title(f"true {classes[y[i]]}\npred {classes[predicted[i]]} {confidence[i]:.2f}",
                      fontsize=8)  # fmt: skip
     fig.suptitle("Most confidently misclassified test images")
@@ -175,11 +190,11 @@ def evaluate(cfg: DictConfig) -> dict:
     with SummaryWriter(log_dir=str(run_dir)) as writer:  # a new event file beside training's
         for split in splits:
             x, y = datamodule.splits[split]
-            log_probs = predict(classifier, x, datamodule.eval_batch_size)
-            metrics = evaluate_split(log_probs, y.cpu(), num_classes, cfg.calibration_bins)
-            probs = log_probs.exp()
+            logits = predict(classifier, x, datamodule.eval_batch_size)
+            metrics = evaluate_split(logits, y.cpu(), num_classes, cfg.calibration_bins)
+            probs = logits.softmax(dim=1)
             results[split] = metrics
-            split_scalars = {f"eval/{split}/{k}": metrics[k] for k in ("acc", "loss", "ece")}
+            split_scalars = {f"eval/{split}/{k}": metrics[k] for k in (*METRICS, "ece")}
             for name, value in zip(classes, metrics["per_class_acc"], strict=True):
                 split_scalars[f"eval/{split}/acc_{name}"] = value
             for tag, value in split_scalars.items():

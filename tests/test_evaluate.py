@@ -9,8 +9,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics.classification import MulticlassCalibrationError
 
 from src.evaluate import main as evaluate_main
+from src.evaluate import reliability
 from tests.conftest import run_main
 
 EVAL_FILES = {
@@ -57,15 +59,32 @@ def predictions(run_dir: Path, ckpt: Path, split: str) -> tuple[torch.Tensor, to
 
 
 def ece_by_hand(probs: torch.Tensor, y: torch.Tensor, bins: int) -> float:
+    """Bins [k/bins, (k+1)/bins), and a bin of its own for confidence 1.0, as torchmetrics."""
     confidence, predicted = probs.max(dim=1)
     total = 0.0
-    for k in range(bins):
-        upper = (k + 1) / bins if k < bins - 1 else 1.01
-        in_bin = (confidence >= k / bins) & (confidence < upper)
+    ranges = [(k / bins, (k + 1) / bins) for k in range(bins)] + [(1.0, 2.0)]
+    for lower, upper in ranges:
+        in_bin = (confidence >= lower) & (confidence < upper)
         if in_bin.any():
             gap = (predicted[in_bin] == y[in_bin]).float().mean() - confidence[in_bin].mean()
             total += in_bin.sum().item() / len(y) * abs(gap.item())
     return total
+
+
+@pytest.mark.parametrize("bins", [5, 15])
+def test_reliability_bins_as_torchmetrics_ece(bins):
+    # Confidence exactly 1.0 (right) beside 0.96 (wrong), and confidences on bin edges: torchmetrics
+    # gives 1.0 a bin of its own, where a last bin [1 - 1/bins, 1] would average the two.
+    confidences = [1.0, 1.0, 0.96, 0.96, 0.4, 0.6, 0.2, 0.8, 0.55, 0.35]
+    labels = [0, 0, 1, 1, 0, 2, 0, 1, 0, 2]
+    probs = torch.tensor([[c, (1 - c) / 2, (1 - c) / 2] for c in confidences])
+    y = torch.tensor(labels)
+    mean_conf, accuracy, count = reliability(probs, y, bins)
+    assert len(count) == bins + 1 and count[-1] == 2 and accuracy[-1] == 1 == mean_conf[-1]
+    assert count.sum() == len(y)
+    ece = float(((accuracy - mean_conf).abs() * count).sum() / len(y))
+    expected = MulticlassCalibrationError(3, n_bins=bins, norm="l1")(probs, y)
+    assert ece == pytest.approx(float(expected), abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +180,17 @@ def test_only_the_evaluation_entry_point_imports_matplotlib():
 def test_a_run_whose_config_this_code_cannot_build_is_one_sentence(
     mlp_run, tmp_path, monkeypatch, capsys
 ):
-    """A run of older code whose config lacks a key the classifier now needs."""
+    """A run of other code whose config names a model option this code does not know (a missing
+    key takes the model's default, an unknown one cannot)."""
     import shutil
 
     old = tmp_path / "old_run"
     shutil.copytree(mlp_run, old)
     config = old / ".hydra" / "config.yaml"
-    config.write_text(config.read_text().replace("  num_classes: ${data.num_classes}\n", "", 1))
+    config.write_text(config.read_text().replace("  neg_slope: ", "  negative_slope: ", 1))
     with pytest.raises(SystemExit) as exit_info:
         run_evaluate(f"run={old}", monkeypatch=monkeypatch)
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "Traceback" not in err
-    assert "config does not build with this checkout (classifier: " in err
-    assert "num_classes" in err and "the commit its run.yaml names" in err
+    assert "config does not build with this checkout (model: " in err
+    assert "negative_slope" in err and "the commit its run.yaml names" in err

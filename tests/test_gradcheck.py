@@ -126,6 +126,52 @@ def test_a_wrong_numpy_backward_fails_against_both_references():
     assert first.finite_differences > 0.1 and first.autograd > 0.1
 
 
+def sign_flipped_first_layer(cfg):
+    """The configured MLP whose backward negates its first layer's weight gradient."""
+    net = LOAD_MODEL(cfg)
+    if isinstance(net, nn.Module):
+        net.layers[1].weight.register_hook(lambda grad: -grad)
+        return net
+    first, backward = net.layers[0], net.layers[0].backward
+
+    def flipped(dout, input_grad=True):
+        dx = backward(dout, input_grad)
+        first.grads["weight"] = -first.grads["weight"]
+        return dx
+
+    first.backward = flipped
+    return net
+
+
+@pytest.mark.parametrize(
+    "model, first", [("mlp", "layers.1.weight"), ("mlp_numpy", "layers.0.weight")]
+)
+def test_a_sign_flipped_tiny_gradient_fails(model, first):
+    # At the assignment's N(0, 1e-4^2) initialisation the first weight gradient of a [100,100,100]
+    # MLP is tiny (~1e-9 on the sampled coordinates): an absolute floor of 1e-4 under the relative
+    # error scored its sign flip 2.5e-5, a pass. Relative to its own size a flip scores 1.
+    cfg = compose_gradcheck(f"model={model}", "model.hidden_units=[100,100,100]")
+    honest = {r.name: r for r in gradcheck.gradcheck(cfg)}
+    assert honest[first].worst() <= cfg.threshold
+    net = sign_flipped_first_layer(cfg)
+    flipped = {r.name: r for r in gradcheck.gradcheck(cfg, net=net)}
+    assert flipped[first].finite_differences > 0.5
+    if model == "mlp_numpy":
+        assert flipped[first].autograd > 0.5
+        gradient = net.layers[0].grads["weight"]
+    else:
+        gradient = net.layers[1].weight.grad.numpy()
+    assert np.linalg.norm(gradient) < 1e-5  # the whole tensor's: a small gradient, caught
+    assert gradcheck.report(list(flipped.values()), cfg.threshold) is not None
+
+
+def test_zero_gradients_pass_against_rounding():
+    # A bias before batch norm has a zero gradient; its finite differences are rounding alone.
+    cfg = compose_gradcheck("model=mlp", "model.norm=torch", "model.hidden_units=[20]")
+    results = {r.name: r for r in gradcheck.gradcheck(cfg)}
+    assert results["layers.1.bias"].finite_differences <= cfg.threshold
+
+
 def run_cli(monkeypatch, *args: str, data: list[str] = QUICK) -> int:
     GlobalHydra.instance().clear()
     monkeypatch.setattr(sys, "argv", ["src.gradcheck", *data, *args])

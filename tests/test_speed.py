@@ -17,6 +17,7 @@ from scripts.bench import timing
 from scripts.bench.loops import bare_numpy_steps, bare_torch_steps
 from scripts.bench.timing import Milestones, StepClock, StepTimer
 from src import checks
+from src.build import build_classifier
 from src.checks import canonical_precision, check_compile, check_precision
 from src.lit.classifier import logs_this_step
 from tests.conftest import FAST, compose_cfg
@@ -60,9 +61,12 @@ def test_training_device(accelerator, device):
 
 
 def test_numpy_model_trains_in_full_precision_only():
-    check_precision("32", CPU, numpy_model=True)
+    # The classifier knows what it computes in; the checks ask it (src.checks.check_run).
+    numpy_classifier = build_classifier(compose_cfg(*FAST, "model=mlp_numpy"))
+    numpy_classifier.check_precision(check_precision("32", CPU))
     with pytest.raises(ValueError, match="NumPy"):
-        check_precision("bf16-mixed", CPU, numpy_model=True)
+        numpy_classifier.check_precision(check_precision("bf16-mixed", CPU))
+    build_classifier(compose_cfg(*FAST)).check_precision("bf16-mixed")
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
@@ -80,9 +84,7 @@ def test_compile_on_cpu_needs_a_cxx_compiler(monkeypatch):
     check_compile(CPU)
 
 
-def test_compile_refuses_the_numpy_model_and_other_devices():
-    with pytest.raises(ValueError, match="NumPy"):
-        check_compile(CPU, numpy_model=True)
+def test_compile_refuses_other_devices():
     with pytest.raises(ValueError, match="not on mps"):
         check_compile(torch.device("mps"))
 

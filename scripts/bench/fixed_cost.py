@@ -57,7 +57,7 @@ class ManualStepClassifier(Classifier):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
-        self._log_train(scores, y, loss)
+        self._log_train(scores, y)
         return loss
 
 

@@ -173,11 +173,10 @@ class Benchmark:
         """Model ``name``'s setting: ``steps`` timed steps after ``warmup`` untimed ones per block
         (a model in ``SLOW_MODELS`` on a CPU: fewer); ``UsageError`` if the device cannot run it."""
         cfg = self.compose(name, [], name)
-        numpy_model = "numpy_nn" in cfg.model._target_
         try:
-            precision = check_precision(cfg.trainer.precision, self.device, numpy_model)
+            precision = check_precision(cfg.trainer.precision, self.device)
             if self.args.compile:
-                check_compile(self.device, numpy_model)
+                check_compile(self.device)
         except ValueError as e:
             raise UsageError(f"{name}: {e}") from None
         fraction = SLOW_MODELS.get(name, 1.0) if self.device.type == "cpu" else 1.0

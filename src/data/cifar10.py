@@ -2,6 +2,7 @@
 
 import codecs
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 IMAGES_PER_FILE = 10_000
+#: (channels, height, width) of every image.
+INPUT_SHAPE = (3, 32, 32)
 
 try:  # NumPy 2 (pickles name numpy._core; those of NumPy 1, like the official files, numpy.core)
     from numpy._core import multiarray as _multiarray
@@ -118,13 +121,18 @@ class CIFAR10DataModule(InMemoryDataModule):
         url: str = URL,
         md5: str | None = MD5,
         num_classes: int = 10,
+        input_shape: Sequence[int] = INPUT_SHAPE,
         **kwargs,
     ):
-        # In the data config so that the models' and the metrics' class counts follow the data.
+        # In the data config so that the models' and the metrics' sizes follow the data.
         if num_classes != 10:
             raise ValueError(f"data.num_classes must be 10 for CIFAR-10, got {num_classes!r}")
+        if isinstance(input_shape, str) or list(input_shape) != list(INPUT_SHAPE):
+            raise ValueError(
+                f"data.input_shape must be {list(INPUT_SHAPE)} for CIFAR-10, got {input_shape!r}"
+            )
         super().__init__(**kwargs)
-        self.num_classes = num_classes
+        self.num_classes, self.input_shape = num_classes, INPUT_SHAPE
         self.root, self.download, self.url, self.md5 = Path(root), download, url, md5
 
     @property

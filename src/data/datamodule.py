@@ -19,9 +19,14 @@ class DataError(RuntimeError):
 class InMemoryDataModule(pl.LightningDataModule):
     """Holds a whole image dataset as tensors and serves batches sliced from them.
 
-    Subclasses only say how to get the images (``load``). The images are decoded once, split into
-    train and validation by ``split_seed``, normalised with statistics of the training split alone,
-    and kept on the training device (the GPU's memory when there is one).
+    The contract of a data module (``data._target_``): subclass this and say how to get the images
+    (``load``) and what they are: ``num_train_images``, ``num_classes`` and ``input_shape`` (also
+    keys of the data config, ``data.num_classes`` and ``data.input_shape``, from which the models'
+    sizes and the metrics' class count are interpolated), and optionally ``class_names``.
+
+    The images are decoded once, split into train and validation by ``split_seed``, normalised
+    with statistics of the training split alone, and kept on the training device (the GPU's memory
+    when there is one).
 
     ``augment`` randomly crops (after padding) and flips the training batches, never the
     validation or test ones (``src.data.augment.RandomCropFlip``, seeded by ``shuffle_seed``).
@@ -34,6 +39,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     num_train_images: int
     #: How many classes the labels count; the models' outputs and the metrics follow it.
     num_classes: int
+    #: The shape of one image, (channels, height, width); the models' inputs follow it.
+    input_shape: tuple[int, ...]
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -86,6 +93,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self.splits:  # decoded once, however many times Lightning calls setup
             return
         train_x, train_y, test_x, test_y = self.load()
+        for name, x in (("training", train_x), ("test", test_x)):
+            if tuple(x.shape[1:]) != tuple(self.input_shape):
+                raise DataError(
+                    f"the {name} images have shape {tuple(x.shape[1:])}, not the data config's "
+                    f"input_shape {list(self.input_shape)}"
+                )
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is not None and device.type != "cpu":  # the data lives where the model does
             train_x, train_y = train_x.to(device), train_y.to(device)

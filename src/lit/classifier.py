@@ -1,4 +1,4 @@
-"""The one LightningModule for every PyTorch classifier: cross-entropy, accuracy, an optimizer."""
+"""The LightningModule of every PyTorch classifier: cross-entropy, the metrics, an optimizer."""
 
 from collections.abc import Callable, Iterable
 
@@ -6,13 +6,17 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.lit import compat
 from src.lit.schedulers import SchedulerFactory
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+#: The network's layers that diagnostics (``src.lit.diagnostics``) report on, in order.
+WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
+ACTIVATIONS = (nn.LeakyReLU, nn.ReLU)
 
 
 def logs_this_step(trainer: pl.Trainer | None) -> bool:
@@ -25,21 +29,40 @@ def logs_this_step(trainer: pl.Trainer | None) -> bool:
     return True if trainer is None else compat.should_update_logs(trainer)
 
 
+class MeanCrossEntropy(MeanMetric):
+    """The mean cross-entropy of a classifier's logits over every sample it was updated with."""
+
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        super().update(F.cross_entropy(logits.float(), target, reduction="none"))
+
+
+#: The metrics of every curve and every evaluation, by name: each made for a class count, updated
+#: with a batch's logits and labels, and computed to one number. A metric added here is logged as
+#: ``train/NAME`` (on logging steps), ``val/NAME`` and ``test/NAME`` (at every validation
+#: interval) and ``final_test/NAME`` (the selected checkpoint's test, recorded in run.yaml), and
+#: ``src.evaluate`` writes it into ``eval/metrics.yaml``.
+METRICS: dict[str, Callable[[int], Metric]] = {
+    "acc": lambda num_classes: MulticlassAccuracy(num_classes, average="micro"),
+    "loss": lambda num_classes: MeanCrossEntropy(),
+}
+
+
 def eval_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy and mean loss over a whole evaluation pass (synchronised across processes)."""
+    """A fresh set of ``METRICS`` (synchronised across processes when computed)."""
+    # No compute groups: they merge metrics whose states happen to match after the first update.
     return MetricCollection(
-        {"acc": MulticlassAccuracy(num_classes, average="micro"), "loss": MeanMetric()}
+        {name: make(num_classes) for name, make in METRICS.items()}, compute_groups=False
     )
 
 
 class Classifier(pl.LightningModule):
     """Trains any ``nn.Module`` that maps a batch of images to class logits.
 
-    Logs ``train/loss`` and ``train/acc`` per step, and at every validation interval the loss and
-    accuracy of each evaluation split the data module names (``val/...``, ``test/...``). The final
-    test of the selected checkpoint logs ``final_test/...``.
+    Logs every metric of ``METRICS`` on the training batch of each logging step (``train/...``), at
+    every validation interval on each evaluation split the data module names (``val/...``,
+    ``test/...``), and on the final test of the selected checkpoint (``final_test/...``).
 
-    ``train_metrics`` holds the last logged training loss and accuracy (floats).
+    ``train_metrics`` holds the last logged training metrics (floats).
 
     ``optimizer`` is a factory that takes the parameters (Hydra's ``_partial_: true``), so the
     optimizer and its settings come from config. ``scheduler``, a factory that takes the optimizer
@@ -51,7 +74,7 @@ class Classifier(pl.LightningModule):
         self,
         net: nn.Module,
         optimizer: OptimizerFactory,
-        num_classes: int,
+        num_classes: int = 10,  # CIFAR-10's: configs saved before classifier.num_classes existed
         scheduler: SchedulerFactory | None = None,
         compile_net: bool = False,
     ):
@@ -61,12 +84,10 @@ class Classifier(pl.LightningModule):
         self.net, self.optimizer_factory = net, optimizer
         self.scheduler_factory = scheduler  # its settings are checked before a run (src.checks)
         self.train_metrics: dict[str, float] = {}
+        self.batch_metrics = eval_metrics(num_classes)  # computes train_metrics on one batch
         self.metrics = nn.ModuleDict(
             {split: eval_metrics(num_classes) for split in ("val", "test", "final_test")}
         )
-
-    #: The network computes in torch (autocast, torch.compile and schedules apply to it).
-    computes_in_torch = True
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -78,6 +99,32 @@ class Classifier(pl.LightningModule):
         if self.scheduler_factory is not None:
             self.scheduler_factory(stand_in)
 
+    def check_precision(self, precision: str) -> None:
+        """Raise a ValueError that says why if this classifier cannot train in ``precision``
+        (Lightning's canonical name, e.g. ``bf16-mixed``): a torch network trains in any."""
+
+    def weight_layers(self) -> list[tuple[Tensor, Tensor | None]]:
+        """The weight of each of the network's weight layers (``WEIGHT_LAYERS``: batch norm's scale
+        is not one), in order, with its gradient (None before any backward pass), for diagnostics.
+        """
+        layers = [m for m in self.net.modules() if isinstance(m, WEIGHT_LAYERS)]
+        return [(m.weight.detach(), m.weight.grad) for m in layers]
+
+    def watch_activations(self, record: Callable[[int, Tensor], None]) -> Callable[[], None]:
+        """Call ``record(i, output)`` with the output of the network's i-th activation layer
+        (``ACTIVATIONS``) on every forward pass, until the returned function is called."""
+        layers = [m for m in self.net.modules() if isinstance(m, ACTIVATIONS)]
+        handles = [
+            m.register_forward_hook(lambda _m, _in, out, i=i: record(i, out))
+            for i, m in enumerate(layers)
+        ]
+
+        def stop() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return stop
+
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         optimizer = self.optimizer_factory(self.net.parameters())
         if self.scheduler_factory is None:
@@ -87,23 +134,24 @@ class Classifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def scores_and_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Class scores (highest = predicted class) and the mean cross-entropy of a batch."""
+        """The logits (class scores, highest = predicted class) and the mean cross-entropy of a
+        batch: what a training step computes."""
         logits = self(x)
         return logits, F.cross_entropy(logits, y)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits, loss = self.scores_and_loss(x, y)
-        self._log_train(logits, y, loss)
+        self._log_train(logits, y)
         return loss
 
-    def _log_train(self, scores: Tensor, y: Tensor, loss: Tensor | float) -> None:
-        """Write this step's training loss and accuracy to the loggers, on logging steps only.
+    def _log_train(self, logits: Tensor, y: Tensor) -> None:
+        """Write this batch's training metrics to the loggers, on logging steps only.
 
         Straight to the loggers, as Lightning's own learning-rate monitor does, not through
         ``self.log``: its bookkeeping (result collection, metric objects, device moves) cost about
-        a millisecond of Python per logging step on a CPU, for two numbers read once. Plotted at
-        the update's number (1 for the first), like validation "after N updates", so a resumed run
+        a millisecond of Python per logging step on a CPU, for numbers read once. Plotted at the
+        update's number (1 for the first), like validation "after N updates", so a resumed run
         continues the curves at exactly the step after its checkpoint. The progress bar shows
         ``train_metrics`` (``StepProgressBar``); they are not in ``trainer.callback_metrics``, so
         a callback cannot monitor them (checkpoints and pruning monitor validation metrics).
@@ -111,28 +159,27 @@ class Classifier(pl.LightningModule):
         trainer = compat.attached_trainer(self)
         if trainer is None or not logs_this_step(trainer):
             return
-        acc = (scores.argmax(dim=1) == y).float().mean()
+        with torch.no_grad():  # this batch's values; no sync across processes
+            values = self.batch_metrics(logits.detach(), y)
+        self.batch_metrics.reset()
         # Read back once per logging step (every log_every_n_steps): no device sync on the others.
-        loss = loss.item() if isinstance(loss, Tensor) else float(loss)
-        self.train_metrics = {"train/loss": loss, "train/acc": acc.item()}
+        numbers = torch.stack([v.float() for v in values.values()]).tolist()
+        self.train_metrics = {f"train/{k}": v for k, v in zip(values, numbers, strict=True)}
         for logger in trainer.loggers:
             logger.log_metrics(self.train_metrics, step=self.global_step + 1)
             logger.save()
 
     def _evaluate(self, split: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch
-        scores, loss = self.scores_and_loss(x, y)
-        metrics = self.metrics[split]
-        metrics["acc"].update(scores, y)
-        metrics["loss"].update(loss, weight=len(y))
+        self.metrics[split].update(self(x), y)
 
     def _log_evaluation(self, splits: Iterable[str]) -> None:
         """Log and reset the metrics of a whole evaluation pass: once per pass, not per batch
         (each ``self.log`` costs Lightning about half a millisecond of Python)."""
         for split in splits:
             metrics = self.metrics[split]
-            if not metrics["loss"].update_called:
-                continue
+            if not any(metric.update_called for metric in metrics.values()):
+                continue  # a split this pass did not evaluate
             values = {f"{split}/{name}": metric.compute() for name, metric in metrics.items()}
             self.log_dict(values, prog_bar=split == "val")
             metrics.reset()

@@ -44,7 +44,7 @@ class NumpyClassifier(Classifier):
         self,
         net: NumpyMLP,
         optimizer: Callable[[list], SGD],
-        num_classes: int,
+        num_classes: int = 10,  # as Classifier's
         scheduler: None = None,
         compile_net: bool = False,
     ):
@@ -62,10 +62,35 @@ class NumpyClassifier(Classifier):
         self.numpy_optimizer = optimizer(net.parameters())
         self.criterion = CrossEntropyModule()
 
-    computes_in_torch = False
-
     def check_optimizer(self) -> None:
         pass  # the NumPy SGD checked its settings when it was built, in __init__
+
+    def check_precision(self, precision: str) -> None:
+        if precision != "32-true":
+            raise ValueError(
+                f"trainer.precision={precision}: the NumPy model computes in NumPy, in its own "
+                "model.dtype; mixed precision is for the PyTorch models (use trainer.precision=32)"
+            )
+
+    def weight_layers(self) -> list[tuple[Tensor, Tensor | None]]:
+        # The arrays as tensors (no copy): what Classifier.weight_layers gives of a torch network.
+        return [
+            (torch.from_numpy(m.params["weight"]), torch.from_numpy(m.grads["weight"]))
+            for m in self.net.parameters()
+        ]
+
+    def watch_activations(self, record: Callable[[int, Tensor], None]) -> Callable[[], None]:
+        """As ``Classifier.watch_activations``: the activation layers are the MLP's modules without
+        parameters, whose ``forward`` is wrapped until the returned function is called."""
+        layers = [m for m in self.net.layers if not hasattr(m, "params")]
+        for i, module in enumerate(layers):
+            module.forward = _recording(module.forward, i, record)
+
+        def stop() -> None:
+            for module in layers:
+                del module.forward  # the class's own forward again
+
+        return stop
 
     def setup(self, stage: str) -> None:
         # NumPy computes this model, in its BLAS threads. Torch only gathers the batches, but its
@@ -92,25 +117,23 @@ class NumpyClassifier(Classifier):
     def forward(self, x: Tensor) -> Tensor:
         """Class logits of a batch of images, as every classifier returns: the log of the NumPy
         MLP's probabilities (clipped at the dtype's smallest positive number, as its loss is)."""
-        probs = torch.from_numpy(self.net.forward(to_numpy(x)))
-        return probs.clamp(min=torch.finfo(probs.dtype).tiny).log()
+        return _log(self.net.forward(to_numpy(x)))
 
     def scores_and_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Class probabilities and the mean cross-entropy of a batch, computed in NumPy."""
+        """The logits and the mean cross-entropy of a batch, computed in NumPy."""
         probs = self.net.forward(to_numpy(x))
         loss = self.criterion.forward(probs, one_hot(to_numpy(y), self.net.n_classes, probs.dtype))
-        return torch.from_numpy(probs), torch.tensor(loss)
+        return _log(probs), torch.tensor(loss)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss, probs = train_step(self.net, self.numpy_optimizer, to_numpy(x), to_numpy(y))
-        loss = torch.tensor(loss)
-        self._log_train(torch.from_numpy(probs), y, loss)  # as Classifier: before the step counts
+        self._log_train(_log(probs), y)  # as Classifier: before the step counts
         # Lightning counts training steps (global_step: max_steps, validation and checkpoint
         # intervals) by optimizer steps; with no torch optimizer it holds a no-op stand-in, so
         # stepping that counts this update.
         self.optimizers().step()
-        return loss  # for callbacks that watch the loss; Lightning does nothing else with it here
+        return torch.tensor(loss)  # for callbacks that watch the loss; Lightning does nothing else
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Tensors share the arrays' dtype and values, and load back without unpickling NumPy.
@@ -121,3 +144,23 @@ class NumpyClassifier(Classifier):
         if CHECKPOINT_KEY not in checkpoint:
             raise ValueError(f"the checkpoint has no {CHECKPOINT_KEY!r}: not a NumpyClassifier's")
         self.net.load_state_dict({k: to_numpy(v) for k, v in checkpoint[CHECKPOINT_KEY].items()})
+
+
+def _log(probs: np.ndarray) -> Tensor:
+    """Logits of NumPy class probabilities: their log, clipped at the dtype's smallest positive
+    number (as the NumPy cross-entropy clips)."""
+    probs = torch.from_numpy(probs)
+    return probs.clamp(min=torch.finfo(probs.dtype).tiny).log()
+
+
+def _recording(
+    forward: Callable[[np.ndarray], np.ndarray], index: int, record: Callable[[int, Tensor], None]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``forward`` that also hands its output, as a tensor (no copy), to ``record``."""
+
+    def recorded(x: np.ndarray) -> np.ndarray:
+        out = forward(x)
+        record(index, torch.from_numpy(out))
+        return out
+
+    return recorded

@@ -17,10 +17,10 @@ class NumpyMLP:
     back through every module, filling each Linear module's ``grads``. Training uses the shortcut
     ``backward_from_logits``, which starts after the softmax (``softmax_cross_entropy_backward``).
 
-    Images (batch, 3, 32, 32) are flattened to (batch, n_inputs). An empty ``hidden_units`` gives
-    multinomial logistic regression. The arguments are named as ``src.models.MLP``'s, so one config
-    key sets both. ``dtype`` is the parameters' and the computation's float type; ``seed`` seeds
-    the weights' initialisation (None: fresh randomness).
+    Images (batch, channels, height, width) are flattened to (batch, n_inputs). An empty
+    ``hidden_units`` gives multinomial logistic regression. The arguments are named as
+    ``src.models.MLP``'s, so one config key sets both. ``dtype`` is the parameters' and the
+    computation's float type; ``seed`` seeds the weights' initialisation (None: fresh randomness).
     """
 
     def __init__(
