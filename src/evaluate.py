@@ -68,12 +68,19 @@ def evaluate_split(logits: Tensor, y: Tensor, num_classes: int, bins: int) -> di
     confusion = MulticlassConfusionMatrix(num_classes)(probs, y)  # rows: true, columns: predicted
     per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
     ece = MulticlassCalibrationError(num_classes, n_bins=bins, norm="l1")(probs, y)
+    mean_conf, accuracy, count = reliability(probs, y, bins)
     return {
         **results,
         "ece": float(ece),
         "n": len(y),
         "per_class_acc": per_class.tolist(),
         "confusion_matrix": confusion.tolist(),
+        # The reliability diagram's bins, so that it can be redrawn from the record alone.
+        "reliability": {
+            "confidence": mean_conf.tolist(),
+            "accuracy": accuracy.tolist(),
+            "count": count.long().tolist(),
+        },
     }
 
 
@@ -110,9 +117,14 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], title: str) -> p
     return fig
 
 
-def plot_reliability(probs: Tensor, y: Tensor, bins: int, ece: float, title: str) -> plt.Figure:
+def plot_reliability(binned: dict[str, list], ece: float, title: str) -> plt.Figure:
+    """The reliability diagram of a split's ``reliability`` bins (``evaluate_split``)."""
     # NumPy arrays for matplotlib (tensors go through a deprecated __array__ path there).
-    mean_conf, accuracy, count = (t.float().numpy() for t in reliability(probs, y, bins))
+    mean_conf, accuracy, count = (
+        torch.tensor(binned[k], dtype=torch.float).numpy()
+        for k in ("confidence", "accuracy", "count")
+    )
+    bins = len(count) - 1
     # The bins' left edges; the last bar, half a bin wide at 1, is confidence exactly 1.0.
     lefts = (torch.arange(bins + 1) / bins).numpy()
     widths = [1 / bins] * bins + [0.5 / bins]
@@ -205,7 +217,7 @@ def evaluate(cfg: DictConfig) -> dict:
                     metrics["confusion_matrix"], classes, f"{split} confusion matrix"
                 ),
                 "reliability": plot_reliability(
-                    probs, y.cpu(), cfg.calibration_bins, metrics["ece"], f"{split} reliability"
+                    metrics["reliability"], metrics["ece"], f"{split} reliability"
                 ),
             }
             if split == "test":

@@ -194,3 +194,20 @@ def test_a_run_whose_config_this_code_cannot_build_is_one_sentence(
     assert exit_info.value.code == 1 and "Traceback" not in err
     assert "config does not build with this checkout (model: " in err
     assert "negative_slope" in err and "the commit its run.yaml names" in err
+
+
+def test_the_figures_redraw_from_the_record_alone(mlp_run, tmp_path):
+    """``scripts.plot_evaluation`` on a copy without checkpoints (as results/ keeps runs)."""
+    import shutil
+
+    from scripts.plot_evaluation import main as plot_evaluation
+
+    record = tmp_path / "record"
+    shutil.copytree(mlp_run, record, ignore=shutil.ignore_patterns("checkpoints", "*.png"))
+    assert plot_evaluation([str(record), "--out", str(tmp_path / "figures")]) == 0
+    drawn = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert drawn == {
+        f"{s}_{f}.png" for s in ("val", "test") for f in ("confusion_matrix", "reliability")
+    }
+    test = OmegaConf.load(record / "eval" / "metrics.yaml").test
+    assert sum(test.reliability.count) == test.n and len(test.reliability.count) == 16  # 15 + 1.0
