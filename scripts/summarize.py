@@ -2,6 +2,7 @@
 
     python -m scripts.summarize outputs/sweeps/2026-01-01_12-00-00_mlp
     python -m scripts.summarize SWEEP_DIR --out results/mlp_sweep   # results/mlp_sweep.{md,csv}
+    python -m scripts.summarize results/mlp_search --figures docs/figures   # the study's figures
 
 A job is a run folder of the sweep (``src.run_folder``); a single run's folder works too. Its
 status and final metrics are what its ``run.yaml`` recorded: ``best_val/acc`` (the validation
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="write OUT.md and OUT.csv (default: SWEEP_DIR/summary)"
     )
+    parser.add_argument(
+        "--figures", type=Path, help="folder for an Optuna sweep's figures (default: OUT's)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -171,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(csv, index=False)
     print(markdown)
     print(f"wrote {md} and {csv}")
-    for figure in study_figures(args.sweep_dir, out.parent):
+    figures = args.figures or out.parent
+    figures.mkdir(parents=True, exist_ok=True)
+    for figure in study_figures(args.sweep_dir, figures):
         print(f"wrote {figure}")
     return 0
 

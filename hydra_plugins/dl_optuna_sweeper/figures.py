@@ -57,9 +57,15 @@ def write_study_figures(sweep_dir: Path, out_dir: Path | None = None) -> list[Pa
             continue
         path = out_dir / f"study_{name}.png"
         figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        legend = getattr(ax, "get_legend", lambda: None)()
+        if legend is not None and len(legend.get_texts()) > 10:  # one entry per trial: unreadable
+            legend.remove()
+            ax.set_title(
+                f"{ax.get_title()}: {len(study.trials)} trials (a line that stops was pruned)"
+            )
         figure.set_size_inches(9, 5)
         figure.tight_layout()
-        figure.savefig(path, dpi=100)
+        figure.savefig(path, dpi=100, bbox_inches="tight")  # a legend outside the axes, whole
         plt.close(figure)
         written.append(path)
     return written
