@@ -103,6 +103,9 @@ class RunFolder:
 
     path: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # a str is taken too
+
     @classmethod
     def open(cls, path: str | Path, key: str = "run") -> "RunFolder":
         """The run in ``path``; ``RunFolderError`` (naming ``key``) if no run is there."""
