@@ -22,7 +22,31 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------
 
 
-class TensorBoardLogger(loggers.TensorBoardLogger):
+class ThrottledSave:
+    """Lightning calls a logger's ``save()`` after every ``log_metrics``; this makes it write at
+    most every ``flush_secs`` (``flush()`` writes now). A subclass says how it writes
+    (``_write``) and calls ``_start_clock`` in its ``__init__``."""
+
+    def _start_clock(self, flush_secs: float) -> None:
+        self.flush_secs = flush_secs
+        self._flushed_at = time.monotonic()
+
+    def _write(self) -> None:
+        raise NotImplementedError
+
+    @rank_zero_only
+    def save(self) -> None:
+        if time.monotonic() - self._flushed_at >= self.flush_secs:
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write everything logged so far now."""
+        self._write()
+        self._flushed_at = time.monotonic()
+
+
+class TensorBoardLogger(ThrottledSave, loggers.TensorBoardLogger):
     """Lightning's TensorBoard logger, flushing its event file at most every ``flush_secs``.
 
     Lightning calls ``save()`` after every ``log_metrics``: every ``log_every_n_steps`` training
@@ -37,19 +61,10 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
     def __init__(self, *args, flush_secs: float = 10.0, **kwargs):
         # flush_secs also goes to the SummaryWriter: its thread then flushes on that clock too.
         super().__init__(*args, flush_secs=flush_secs, **kwargs)
-        self.flush_secs = flush_secs
-        self._flushed_at = time.monotonic()
+        self._start_clock(flush_secs)
 
-    @rank_zero_only
-    def save(self) -> None:
-        if time.monotonic() - self._flushed_at >= self.flush_secs:
-            self.flush()
-
-    @rank_zero_only
-    def flush(self) -> None:
-        """Write everything logged so far to the event file (and ``hparams.yaml``) now."""
-        super().save()
-        self._flushed_at = time.monotonic()
+    def _write(self) -> None:
+        loggers.TensorBoardLogger.save(self)  # the event file and hparams.yaml
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -130,7 +145,7 @@ class CSVLogger(loggers.CSVLogger):
         return self._experiment
 
 
-class MLFlowLogger(loggers.MLFlowLogger):
+class MLFlowLogger(ThrottledSave, loggers.MLFlowLogger):
     """Lightning's MLflow logger, writing its points at most every ``flush_secs``, and whose
     parameters may be logged again by a resumed run.
 
@@ -149,9 +164,8 @@ class MLFlowLogger(loggers.MLFlowLogger):
 
     def __init__(self, *args, flush_secs: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.flush_secs = flush_secs
+        self._start_clock(flush_secs)
         self._pending: list = []  # mlflow.entities.Metric, not written yet
-        self._flushed_at = time.monotonic()
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -160,19 +174,11 @@ class MLFlowLogger(loggers.MLFlowLogger):
         now_ms = int(time.time() * 1000)
         self._pending += [Metric(k, float(v), now_ms, step or 0) for k, v in metrics.items()]
 
-    @rank_zero_only
-    def save(self) -> None:
-        if time.monotonic() - self._flushed_at >= self.flush_secs:
-            self.flush()
-
-    @rank_zero_only
-    def flush(self) -> None:
-        """Write the points logged so far to the tracking store now."""
+    def _write(self) -> None:
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), 1000):  # MLflow takes at most 1000 per batch
             batch = pending[start : start + 1000]
             self.experiment.log_batch(self.run_id, metrics=batch, **self._log_batch_kwargs)
-        self._flushed_at = time.monotonic()
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
