@@ -57,16 +57,19 @@ def test_claim_takes_the_next_free_name_and_refuses_a_named_folder_that_holds_a_
     assert claim(empty, exact=True) == empty  # an empty folder the user named is fine
 
 
+def train_at_once(n: int, *args: str) -> list[int]:
+    """Start ``python -m src.train ARGS`` ``n`` times at once; their exit statuses."""
+    cmd = [sys.executable, "-m", "src.train", *args]
+    out = subprocess.DEVNULL
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out) for _ in range(n)]
+    return [p.wait(timeout=300) for p in procs]
+
+
 @pytest.mark.slow
 def test_four_runs_started_at_once_get_four_complete_folders(tmp_path):
     outputs = tmp_path / "outputs"
     args = [*FAST_CLI, f"paths.output_root={outputs}", f"paths.data_dir={tmp_path / 'data'}"]
-    cmd = [sys.executable, "-m", "src.train", *args]
-    procs = [
-        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(4)
-    ]
-    assert [p.wait(timeout=300) for p in procs] == [0] * 4
+    assert train_at_once(4, *args) == [0] * 4
     runs = find_runs(outputs)
     assert len(runs) == 4
     for run in runs:
@@ -82,12 +85,7 @@ def test_two_sweeps_started_at_once_get_two_sweep_folders(tmp_path):
     outputs = tmp_path / "outputs"
     args = ["-m", *FAST_CLI, f"paths.output_root={outputs}", f"paths.data_dir={tmp_path / 'd'}",
             "seed=1,2"]  # fmt: skip
-    cmd = [sys.executable, "-m", "src.train", *args]
-    procs = [
-        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]
-    assert [p.wait(timeout=300) for p in procs] == [0] * 2
+    assert train_at_once(2, *args) == [0] * 2
     runs = find_runs(outputs)
     assert len(runs) == 4 and len({run.path.parent for run in runs}) == 2
     assert all(run.status == "completed" for run in runs)
