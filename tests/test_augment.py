@@ -98,6 +98,7 @@ def test_only_the_training_batches_are_augmented():
     assert torch.equal(next(iter(dm.test_dataloader()))[0], dm.splits["test"][0][:50])
 
 
+@pytest.mark.slow
 def test_a_resumed_run_augments_as_an_uninterrupted_one(fast_overrides, tmp_path):
     """The augmentation's draws travel in the checkpoint (the data module's state)."""
     args = [*fast_overrides, "data.augment=true"]

@@ -231,6 +231,7 @@ SMALL_RUN = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "torch", "autograd", "manual"])
 @pytest.mark.parametrize("model", ["mlp", "convnet"])
 def test_training_runs_with_each_norm(model, norm, fast_overrides, tmp_path):

@@ -42,6 +42,7 @@ def test_every_subcommand_is_documented_and_checks_its_options():
         assert callable(module.add_arguments) and callable(module.check_arguments)
 
 
+@pytest.mark.slow
 def test_steps_on_fake_data(tmp_path: Path, capsys):
     argv = ["steps", *TINY_RUNS, "--models", "mlp,convnet", "--steps", "2", "--warmup", "1"]
     argv += ["--repeats", "2", "--eval-repeats", "1", "--eval-interval", "4"]
@@ -94,6 +95,7 @@ def test_compare_refuses_a_folder_that_is_no_checkout(tmp_path, capsys):
     assert "is not a checkout of this project" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_batchnorm_times_every_layer(tmp_path: Path, capsys):
     argv = ["batchnorm", "--device", "cpu", "--shapes", "1", "--min-run-time", "0.01"]
     rows = table_rows(report_of(argv, tmp_path, capsys))
@@ -127,6 +129,7 @@ def test_the_fixed_cost_rungs_in_this_process_fit(tmp_path: Path):
         assert wall > 0 and cpu > 0
 
 
+@pytest.mark.slow
 def test_diagnostics_time_the_callbacks_own_hooks(tmp_path: Path, capsys):
     argv = ["diagnostics", *TINY_RUNS, "--models", "mlp", "--steps", "3", "--warmup", "1"]
     report = report_of([*argv, "--repeats", "1"], tmp_path, capsys)

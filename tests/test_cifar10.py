@@ -40,6 +40,7 @@ def cifar_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_loads_a_standard_layout_copy(cifar_root):
     dm = CIFAR10DataModule(root=str(cifar_root), download=False, val_size=5000)
     dm.setup()
@@ -56,6 +57,7 @@ def test_loads_a_standard_layout_copy(cifar_root):
     assert dm.eval_splits == ("val", "test")
 
 
+@pytest.mark.slow
 def test_split_depends_on_split_seed_only(cifar_root):
     def val_labels(**kw):
         dm = CIFAR10DataModule(root=str(cifar_root), download=False, val_size=100, **kw)
@@ -67,6 +69,7 @@ def test_split_depends_on_split_seed_only(cifar_root):
     assert not val_labels(split_seed=0).equal(val_labels(split_seed=1))
 
 
+@pytest.mark.slow
 def test_val_size_zero_trains_on_everything(cifar_root):
     dm = CIFAR10DataModule(
         root=str(cifar_root), download=False, val_size=0, normalize="standardize"
@@ -133,6 +136,7 @@ def test_a_batch_file_that_would_run_code_is_refused_unrun(tmp_path, where):
     assert message.count(". ") == 0 and "\n" not in message  # one sentence
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_batches_of_every_pickle_protocol_load(tmp_path, protocol):
     labels = np.arange(10_000) % 10

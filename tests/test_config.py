@@ -11,6 +11,7 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "group, option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
@@ -33,6 +34,7 @@ def test_a_model_brings_its_assignment_defaults():
     assert convnet.trainer.val_check_interval == 500
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", "mlp_numpy", "convnet"])
 def test_the_class_count_comes_from_the_data_config(model):
     cfg = compose_cfg(f"model={model}", "data=fake", "data.num_classes=4")
@@ -76,6 +78,7 @@ def test_bad_input_gets_one_clear_error_before_training(
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out.*"))
 
 
+@pytest.mark.slow
 def test_missing_cifar10_without_network_is_one_sentence(tmp_path):
     # The real command line, once: exit status and stderr as a user sees them.
     result = run_cli(

@@ -67,6 +67,7 @@ def test_another_shape_and_class_count_trains_evaluates_and_gradchecks(
     assert gradcheck.report(results, cfg.threshold) is None
 
 
+@pytest.mark.slow
 def test_saved_configs_of_older_runs_still_build():
     # Saved before data.input_shape (and some before data.num_classes): the defaults are CIFAR-10's.
     saved = sorted((ROOT / "results").glob("*/*/.hydra/config.yaml"))

@@ -55,6 +55,7 @@ def assert_same_metrics(got: dict[str, float], expected: dict[str, float]) -> No
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
 
 
+@pytest.mark.slow
 def test_two_processes_split_every_batch_and_match_one_process(fast_overrides, tmp_path):
     args = [*fast_overrides, *RUN]
     single = train(compose_cfg(*args, *probe(tmp_path / "one"), output_dir=tmp_path / "single"))

@@ -155,6 +155,7 @@ def test_only_logging_steps_do_work(tmp_path):
     assert steps == [2, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", "mlp_numpy", "convnet"])
 def test_tags_in_the_event_file(tmp_path, monkeypatch, model):
     extra = {"mlp": ["model.hidden_units=[8,6]"], "mlp_numpy": [], "convnet": ["data.batch_size=4"]}
@@ -175,6 +176,7 @@ def test_tags_in_the_event_file(tmp_path, monkeypatch, model):
     assert tags == expected
 
 
+@pytest.mark.slow
 def test_both_mlps_log_the_same_tags(tmp_path, monkeypatch):
     folders = {}
     for model in ("mlp", "mlp_numpy"):

@@ -96,6 +96,7 @@ def mlp_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_metrics_match_a_direct_computation(mlp_run):
     results = OmegaConf.to_container(OmegaConf.load(mlp_run / "eval" / "metrics.yaml"))
     record = OmegaConf.load(mlp_run / "run.yaml")
@@ -131,6 +132,7 @@ def test_outputs_land_in_the_run_folder_and_its_tensorboard_log(mlp_run):
     assert {"eval/test/confusion_matrix", "eval/test/reliability"} <= set(events.Tags()["images"])
 
 
+@pytest.mark.slow
 def test_the_numpy_mlp_without_a_validation_split(tmp_path, monkeypatch):
     run_dir = trained_run(tmp_path, monkeypatch, "numpy", "model=mlp_numpy", "data.val_size=0")
     run_evaluate(f"run={run_dir}", monkeypatch=monkeypatch)

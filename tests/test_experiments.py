@@ -52,6 +52,7 @@ def test_experiment_file_is_a_documented_global_recipe(name):
     assert f"experiment={name}" in text, "show the command that runs it"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_to_its_recipe(name):
     cfg = compose_cfg(f"experiment={name}")  # the real data config, nothing is loaded
@@ -62,6 +63,7 @@ def test_experiment_composes_to_its_recipe(name):
     assert cfg.data._target_ == "src.data.CIFAR10DataModule"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_trains_a_few_steps_on_fake_data(name, fast_overrides, tmp_path):
     run = tmp_path / "run"

@@ -28,6 +28,7 @@ def assert_passes(results, threshold: float) -> None:
     assert worst.worst() <= threshold, worst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "torch", "autograd", "manual"])
 def test_mlp_passes_with_every_norm(norm):
     # PyTorch's init: at the assignment's N(0, 1e-4^2) the second layer's pre-activations are about
@@ -203,6 +204,7 @@ def test_missing_data_and_bad_model_options_are_one_sentence(monkeypatch, capsys
     assert "neg_slope must be" in err and "\n" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["n_coords=0", "eps=-1", "threshold=0", "n_samples=1.5"])
 def test_bad_settings_are_one_sentence(monkeypatch, capsys, bad):
     assert run_cli(monkeypatch, "model=mlp", bad) == 2

@@ -153,6 +153,7 @@ def fast_run(fast_overrides: list[str], tmp_path: Path, *overrides: str) -> tupl
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "option, names",
     [("csv", ["csv"]), ("mlflow", ["mlflow"]), ("[tensorboard,csv]", ["tensorboard", "csv"]),
@@ -272,6 +273,7 @@ def test_a_resumed_tensorboard_log_from_an_older_runs_single_logger_node(tmp_pat
     assert read_scalars(tmp_path)["train/loss"] == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 2.0}
 
 
+@pytest.mark.slow
 def test_a_resumed_mlflow_run_continues_the_run_its_folder_names(fast_overrides, tmp_path):
     needs("mlflow")
     run_dir, _ = fast_run(fast_overrides, tmp_path, "logger=mlflow")

@@ -47,6 +47,7 @@ def test_a_bad_learning_rate_fails_before_build(fast_overrides):
         check_run(cfg, build_datamodule(cfg), build_classifier(cfg))
 
 
+@pytest.mark.slow
 def test_learns_logs_like_the_pytorch_mlp_and_checkpoints(tmp_path, fast_overrides):
     run_dir = tmp_path / "numpy"
     cfg = compose_cfg(*fast_overrides, *LEARN, "model=mlp_numpy", output_dir=run_dir)
@@ -104,6 +105,7 @@ def test_final_test_restores_the_best_checkpoint(tmp_path, fast_overrides, dtype
     assert run.trainer.callback_metrics["final_test/loss"] < 2.3025  # not the zeroed net's ln(10)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, fast_overrides):
     straight = tmp_path / "straight"
     train(compose_cfg(*fast_overrides, "model=mlp_numpy", output_dir=straight))

@@ -67,6 +67,7 @@ def finished_sweep(tmp_path_factory) -> tuple[Path, list[str]]:
     return root / "sweep", args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "difference"),
     [
@@ -106,6 +107,7 @@ LOADERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", list(LOADERS))
 def test_a_study_whose_pruner_names_a_loader_is_refused(loader, finished_sweep, tmp_path, capsys):
     """Issue 18, test 5: the pruner spec stored in a shared study names a loader of a crafted
@@ -129,6 +131,7 @@ def test_a_study_whose_pruner_names_a_loader_is_refused(loader, finished_sweep, 
     assert len(load(shared).get_trials()) == 1 and folders(shared) == ["0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["default", "sqlite"])
 def test_a_new_study_in_a_folder_with_another_sweeps_jobs_is_refused(
     storage, fast_overrides, tmp_path, capsys
@@ -162,6 +165,7 @@ def test_a_stored_spec_may_name_only_optuna_pruners_samplers_and_allowed_modules
             check_targets(bad, "p")
 
 
+@pytest.mark.slow
 def test_pruning_without_the_trial_reporter_is_refused(fast_overrides, tmp_path, capsys):
     """Without the reporter no trial reports, so the pruner would silently never prune."""
     from hydra_plugins.dl_optuna_sweeper.report import ReportToTrial

@@ -38,6 +38,7 @@ def test_a_seeded_sampler_draws_by_trial_number_not_by_process():
     assert [ask_and_tell(alone) for _ in range(6)] == drawn
 
 
+@pytest.mark.slow
 def test_a_trial_left_running_without_an_owner_is_replaced(fast_overrides, tmp_path, monkeypatch):
     """Test 2: a process killed between asking a trial and writing its owner leaves it RUNNING
     with no owner; after the grace period (stale_after_s) it is failed and replaced."""
@@ -57,6 +58,7 @@ def test_a_trial_left_running_without_an_owner_is_replaced(fast_overrides, tmp_p
     assert job_number(sweep / "2") == 2  # Hydra's job number is the trial number
 
 
+@pytest.mark.slow
 def test_a_process_that_joins_a_study_being_created_waits_for_its_record(
     fast_overrides, tmp_path, monkeypatch, capsys
 ):

@@ -55,6 +55,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+@pytest.mark.slow
 def test_default_storage_is_a_journal_in_the_sweep_folder_that_optuna_reloads(
     fast_overrides, tmp_path, monkeypatch
 ):
@@ -102,6 +103,7 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(fast_override
     assert {name: snapshot(sweep / name) for name in ("0", "1")} == before
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_stops_early_keeps_its_outputs_and_shows_in_the_summary(
     fast_overrides, tmp_path, monkeypatch
 ):
@@ -173,6 +175,7 @@ def test_two_processes_started_together_draw_distinct_trials_within_the_bound(
     assert [job_number(sweep / str(n)) for n in numbers] == numbers  # Hydra's job = the trial
 
 
+@pytest.mark.slow
 def test_a_changed_search_space_is_refused(fast_overrides, tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "sweep"
     search = [*fast_overrides, *SEARCH, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"]
@@ -188,6 +191,7 @@ def test_a_changed_search_space_is_refused(fast_overrides, tmp_path, monkeypatch
     assert folders(sweep) == ["0"] and len(load(sweep).get_trials()) == 1
 
 
+@pytest.mark.slow
 def test_a_bad_storage_url_is_one_line_and_a_non_zero_exit(fast_overrides, tmp_path, monkeypatch,
                                                            capsys):  # fmt: skip
     sweep = tmp_path / "sweep"
@@ -201,6 +205,7 @@ def test_a_bad_storage_url_is_one_line_and_a_non_zero_exit(fast_overrides, tmp_p
     assert not sweep.exists()  # refused before any work
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_trials_keep_failing_stops(fast_overrides, tmp_path, monkeypatch, capsys):
     """A broken setting fails every trial in seconds: the sweep stops after
     ``max_consecutive_failures`` of them instead of spending all ``n_trials`` on failures."""
@@ -217,6 +222,7 @@ def test_a_sweep_whose_trials_keep_failing_stops(fast_overrides, tmp_path, monke
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_trial_fails_exits_1(fast_overrides, tmp_path, monkeypatch, capsys):
     """Issue 19, test 5: fewer failures than max_consecutive_failures, but none completed."""
     sweep = tmp_path / "sweep"
@@ -231,6 +237,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1(fast_overrides, tmp_path, monke
     assert [t.state for t in load(sweep).get_trials()] == [TrialState.FAIL] * 2
 
 
+@pytest.mark.slow
 def test_an_epoch_limited_trial_is_pruned(fast_overrides, tmp_path, monkeypatch):
     """Issue 19, test 7: the run's length set by max_epochs (max_steps=-1), 4 steps an epoch."""
     sweep = tmp_path / "sweep"
@@ -279,6 +286,7 @@ def test_the_console_of_a_five_trial_sweep_tells_its_story(fast_overrides, tmp_p
     assert console.count("Total params") == 1
 
 
+@pytest.mark.slow
 def test_a_copied_sweep_summarizes_from_its_new_place(fast_overrides, tmp_path, monkeypatch):
     """Issue 18, test 4: a finished 3-trial sweep, moved to another place."""
     sweep = tmp_path / "sweep"

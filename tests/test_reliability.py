@@ -32,6 +32,7 @@ def record(run_dir: Path) -> dict:
 
 # A warmed-up cosine schedule: a resumed run must restore its state (steps taken, the warm-up's
 # factor) from the checkpoint, or its learning rates, and so its results, differ.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, schedule",
     [("mlp", []), ("mlp_numpy", []), ("mlp", ["scheduler=cosine", "scheduler.warmup_steps=20"])],
@@ -68,6 +69,7 @@ def test_killed_run_resumes_to_the_same_result(fast_overrides, tmp_path, model, 
         assert dict(continued["lr-SGD"]) == dict(whole["lr-SGD"])
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model_and_missing_runs(
     fast_overrides, tmp_path, monkeypatch, capsys
 ):
@@ -129,6 +131,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 
 # The diverging job overflows: its evaluation meets NaN losses (torchmetrics warns) before its
 # training loss turns NaN and stops it.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Encountered `nan` values")
 def test_a_failing_sweep_job_is_recorded_and_the_others_run(fast_overrides, tmp_path, monkeypatch):
     # lr=1e6 diverges at once; the job fails, the sweep goes on, and Hydra reports it at the end.
@@ -200,6 +203,7 @@ def test_lightnings_own_checkpoint_loading_is_safe(tmp_path):
     assert not created.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", "mlp_numpy", "convnet"])
 def test_every_models_checkpoints_load_safely(fast_overrides, tmp_path, model):
     small = ["data.num_train=64", "data.val_size=32", "data.num_test=32", "data.batch_size=32"]
@@ -209,6 +213,7 @@ def test_every_models_checkpoints_load_safely(fast_overrides, tmp_path, model):
         assert load_checkpoint(path)["global_step"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", "mlp_numpy"])
 def test_a_checkpoint_of_other_layer_sizes_is_refused(
     fast_overrides, tmp_path, monkeypatch, capsys, model
@@ -221,6 +226,7 @@ def test_a_checkpoint_of_other_layer_sizes_is_refused(
     assert "does not fit this model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_is_one_clear_error(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -91,6 +91,7 @@ def test_two_sweeps_started_at_once_get_two_sweep_folders(tmp_path):
     assert all(run.status == "completed" for run in runs)
 
 
+@pytest.mark.slow
 def test_a_named_folder_that_holds_a_finished_run_is_refused_untouched(
     tmp_path, monkeypatch, capsys
 ):
@@ -103,6 +104,7 @@ def test_a_named_folder_that_holds_a_finished_run_is_refused_untouched(
     assert files_and_bytes(run_dir) == before
 
 
+@pytest.mark.slow
 def test_a_multirun_into_a_named_sweep_folder_with_jobs_is_refused(tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}",
@@ -120,6 +122,7 @@ def test_a_multirun_into_a_named_sweep_folder_with_jobs_is_refused(tmp_path, mon
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -185,6 +188,7 @@ LOADERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", sorted(LOADERS))
 @pytest.mark.parametrize("key", ["data", "optimizer", "callbacks.evil"])
 def test_a_crafted_saved_config_is_refused_by_every_entry_point(
@@ -259,6 +263,7 @@ def test_check_targets_names_the_key_and_reads_no_interpolation():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["read_only", "full"])
 def test_a_folder_that_cannot_take_checkpoints_mid_run_fails_cleanly_and_resumes(tmp_path, kind):
     run_dir = tmp_path / "run"
@@ -288,6 +293,7 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", sorted(BAD_INPUTS))
 def test_bad_values_are_one_sentence_and_create_nothing(tmp_path, monkeypatch, capsys, override):
     outputs = tmp_path / "outputs"

@@ -50,6 +50,7 @@ def lr_curve(run_dir) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars("lr-SGD")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "option, first, last",
     [  # lr 2e-3, 6 steps: the rates of the first and the last optimizer step

@@ -71,6 +71,7 @@ def test_summary_ranks_by_validation_never_by_test(tmp_path):
     assert list(table.wall_min) == [3.0, 3.0]
 
 
+@pytest.mark.slow
 def test_summary_lists_every_job_with_failed_ones_last(sweep):
     assert summarize.main([str(sweep)]) == 0
     table = pd.read_csv(sweep / "summary.csv", dtype={"job": str})

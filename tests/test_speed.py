@@ -199,6 +199,7 @@ def test_the_entry_point_refuses_what_the_device_cannot_do(
     assert not list(tmp_path.rglob("events.out.*"))
 
 
+@pytest.mark.slow
 def test_compile_without_a_compiler_is_refused_before_training(tmp_path, monkeypatch, capsys):
     from tests.conftest import run_main
 

@@ -44,6 +44,7 @@ def importable(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{path}" if path else str(ROOT))
 
 
+@pytest.mark.slow
 def test_multirun_over_optimizers_with_a_norm_and_layer_sizes(
     fast_overrides, tmp_path, monkeypatch
 ):
@@ -58,6 +59,7 @@ def test_multirun_over_optimizers_with_a_norm_and_layer_sizes(
     assert all(scalars(j).keys() >= CURVES | {"final_test/acc"} for j in jobs)
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_two_trials_side_by_side_and_names_the_best(
     fast_overrides, tmp_path, monkeypatch, importable
 ):
@@ -87,6 +89,7 @@ def test_optuna_search_runs_two_trials_side_by_side_and_names_the_best(
     assert OmegaConf.is_list(config.model.hidden_units)
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_side_by_side_each_on_a_share_of_the_cores(
     fast_overrides, tmp_path, monkeypatch, importable
 ):

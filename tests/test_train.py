@@ -24,6 +24,7 @@ def only(paths) -> Path:
     return paths[0]
 
 
+@pytest.mark.slow
 def test_cli_trains_the_default_mlp_and_saves_the_run(fast_overrides, tmp_path):
     result = run_cli(*fast_overrides, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -53,6 +54,7 @@ def test_the_final_test_uses_the_best_validation_checkpoint(fast_overrides, tmp_
     assert metrics["final_test/acc"] == pytest.approx(curves["test/acc"][best_step])
 
 
+@pytest.mark.slow
 def test_convnet_trains_a_few_steps(fast_overrides, tmp_path):
     cfg = compose_cfg(
         *fast_overrides,
@@ -77,6 +79,7 @@ def test_without_a_validation_split_the_last_checkpoint_is_tested(fast_overrides
     assert metrics["final_test/acc"] == pytest.approx(curves["test/acc"][6])
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(fast_overrides, tmp_path):
     runs = [train(compose_cfg(*fast_overrides, output_dir=tmp_path / str(i))) for i in range(2)]
     assert runs[0] == runs[1]
@@ -90,6 +93,7 @@ def test_learns_well_above_chance(fast_overrides, tmp_path):
     assert train(cfg)["final_test/acc"] > 0.4  # ten classes: chance is 0.1
 
 
+@pytest.mark.slow
 def test_multirun_puts_each_job_in_one_sweep_folder(fast_overrides, tmp_path, monkeypatch):
     run_main("-m", *fast_overrides, "optimizer.lr=1e-3,1e-4", monkeypatch=monkeypatch)
     sweep = only((tmp_path / "outputs" / "sweeps").iterdir())
@@ -119,6 +123,7 @@ def test_the_final_test_uses_the_selected_checkpoint_not_the_last(fast_overrides
     assert metrics["final_test/loss"] == pytest.approx(curves["test/loss"][3])  # not [6]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_draws_the_same_dropout_masks(fast_overrides, tmp_path):
     # Dropout draws from torch's generator: a resumed run continues exactly only if the
     # checkpoint restores it (callbacks.rng_state).
@@ -138,6 +143,7 @@ def test_a_resumed_run_draws_the_same_dropout_masks(fast_overrides, tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_a_run_prints_its_choices_one_bar_and_where_it_was_saved(
     fast_overrides, tmp_path, monkeypatch, capfd
 ):
