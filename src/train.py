@@ -41,8 +41,8 @@ UserError = (
 )  # fmt: skip
 
 
-def prepare(cfg: DictConfig) -> tuple[Run, dict | None]:
-    """Build and check a run of a resolved config; return it and the checkpoint it starts from.
+def prepare(cfg: DictConfig) -> Run:
+    """Build and check a run of a resolved config.
 
     Everything that can refuse the run happens here, before training: the data module and the
     classifier are built once (``src.build``), checked (``src.checks.check_run``), and only then
@@ -53,7 +53,7 @@ def prepare(cfg: DictConfig) -> tuple[Run, dict | None]:
     checkpoint = check_run(cfg, datamodule, classifier)
     start_step = checkpoint["global_step"] if checkpoint is not None else 0
     trainer = build_trainer(cfg, purge_step=start_step + 1 if start_step else None)
-    return Run(datamodule, classifier, trainer), checkpoint
+    return Run(datamodule, classifier, trainer)
 
 
 def save_final_state(trainer: pl.Trainer, run_dir: Path) -> None:
@@ -114,7 +114,7 @@ def fit_and_test(run: Run, cfg: DictConfig) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Check, build, fit, test and record one run of a resolved config (``src.config.resolve``;
     ``src.config.compose`` returns one); return its final metrics."""
-    run, _ = prepare(cfg)
+    run = prepare(cfg)
     return fit_and_test(run, cfg)
 
 
@@ -131,7 +131,7 @@ def main(cfg: DictConfig) -> float | None:
              f"{' '.join(overrides) or 'none'}")  # fmt: skip
     try:
         cfg = resolve(cfg, overrides)
-        run, _ = prepare(cfg)
+        run = prepare(cfg)
     except UserError as e:  # refused before training: one sentence, and a new run leaves nothing
         if in_sweep:
             run_folder.write_failure(run_dir, "failed", str(e))
