@@ -115,8 +115,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     only (dicts, lists, tuples, strings, numbers), so reading it runs none of its code.
 
     That is all this project's checkpoints hold, for every model (checked on ``mlp``,
-    ``mlp_numpy`` and ``convnet``): the NumPy MLP stores its arrays as tensors, ``RngState`` the
-    random states as tensors, lists and numbers, and no config is saved in them. So no type is
+    ``mlp_numpy`` and ``convnet``): the NumPy MLP stores its arrays as tensors,
+    ``CheckpointExtras`` the random states as tensors, lists and numbers, and no config is saved
+    in them. So no type is
     added to torch's weights-only allowlist. Anything else is refused with a ``CheckpointError``
     that names the type.
     """
@@ -153,7 +154,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 
 def read_checkpoint(path: str | Path, model_target: str) -> dict:
     """``load_checkpoint``, and check that it is a training checkpoint of ``model_target`` (the
-    model's ``_target_``, which ``TagCheckpoints`` writes into every checkpoint)."""
+    model's ``_target_``, which ``CheckpointExtras`` writes into every checkpoint)."""
     try:
         checkpoint = load_checkpoint(path)
     except CheckpointError as e:

@@ -63,7 +63,7 @@ def resolve(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
       extends the list);
     - ``ckpt_path=last``: the newest checkpoint of this run's own folder;
     - ``data.val_size=0``: no validation split, so nothing to select a checkpoint by: no
-      ``monitor``, no best-checkpoint callback, and the last checkpoint is tested.
+      ``monitor``, no best checkpoint, and the last checkpoint is tested.
 
     Raises ``run_folder.RunFolderError`` if the run to resume is not there, names a target off the
     allow-list, or the overrides would make another run.
@@ -79,7 +79,8 @@ def resolve(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
         if cfg.data.get("val_size", 1) == 0 and cfg.get("monitor") is not None:
             log.info("data.val_size=0: no validation split, so the last checkpoint is tested")
             cfg.monitor = None
-            cfg.callbacks.model_checkpoint = None
+            if cfg.callbacks.get("model_checkpoint") is not None:
+                cfg.callbacks.model_checkpoint.save_top_k = 0  # last.ckpt only
     return cfg
 
 

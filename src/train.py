@@ -56,14 +56,6 @@ def prepare(cfg: DictConfig) -> Run:
     return Run(datamodule, classifier, trainer)
 
 
-def save_final_state(trainer: pl.Trainer, run_dir: Path) -> None:
-    """Write ``last.ckpt`` at the final step if no checkpoint was written there (training ended
-    between validations): resume and ``src.evaluate`` then find the weights the run ended with."""
-    saved = [getattr(cb, "_last_global_step_saved", -1) for cb in trainer.checkpoint_callbacks]
-    if saved and max(saved) < trainer.global_step:
-        trainer.save_checkpoint(run_dir / run_folder.LAST_CHECKPOINT)
-
-
 def final_test(run: Run, cfg: DictConfig, run_dir: Path) -> tuple[dict[str, float], Path | None]:
     """Test the selected checkpoint: the best on validation (by ``cfg.monitor``), else the last.
     Return ``best_<monitor>`` and the ``final_test/...`` metrics, and the checkpoint tested."""
@@ -101,7 +93,6 @@ def fit_and_test(run: Run, cfg: DictConfig) -> dict[str, float]:
               if getattr(c, "pruned_at_step", None) is not None]  # fmt: skip
     if pruned and run.trainer.is_global_zero:
         run_folder.write_record(run_dir, pruned_at_step=pruned[0])
-    save_final_state(run.trainer, run_dir)
     metrics, tested = final_test(run, cfg, run_dir)
     record_hparams(run, cfg, metrics)
     if tested is not None and run.trainer.is_global_zero:

@@ -14,13 +14,12 @@ from src.config import compose
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# Small and quick: fake data, a few steps, no model summary. Tests add their own overrides after.
+# Small and quick: fake data, a few steps. Tests add their own overrides after.
 FAST = [
     "data=fake",
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
     "trainer.log_every_n_steps=1",
-    "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu",
 ]
 

@@ -8,8 +8,7 @@ from omegaconf import OmegaConf
 
 from src import build, gradcheck
 from src.data import DataError
-from src.run_folder import RunFolder
-from tests.conftest import CONF, FAST, ROOT, compose_cfg, run_main
+from tests.conftest import CONF, FAST, compose_cfg, run_main
 from tests.test_evaluate import run_evaluate
 
 SMALL = ["data=fake_small", "data.num_train=200", "data.val_size=40", "data.num_test=60",
@@ -65,18 +64,3 @@ def test_another_shape_and_class_count_trains_evaluates_and_gradchecks(
         cfg = compose("gradcheck", overrides=[f"run={run_dir}", "n_samples=2", "n_coords=1"])
     results = gradcheck.gradcheck(cfg)
     assert gradcheck.report(results, cfg.threshold) is None
-
-
-@pytest.mark.slow
-def test_saved_configs_of_older_runs_still_build():
-    # Saved before data.input_shape (and some before data.num_classes): the defaults are CIFAR-10's.
-    saved = sorted((ROOT / "results").glob("*/*/.hydra/config.yaml"))
-    renamed = [p for p in saved if OmegaConf.load(p).model._target_ == "src.numpy_nn.MLP"]
-    assert len(saved) > 2 * len(renamed)
-    for path in saved:
-        if path in renamed:
-            continue  # the NumPy MLP's class before it was renamed NumpyMLP: refused as unknown
-        cfg = RunFolder(path.parent.parent).config()
-        assert cfg.data.get("input_shape", [3, 32, 32]) == [3, 32, 32], path
-        build.build_datamodule(cfg)
-        build.build_classifier(cfg)

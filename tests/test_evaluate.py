@@ -34,7 +34,7 @@ def run_evaluate(*args: str, monkeypatch: pytest.MonkeyPatch) -> None:
 def trained_run(tmp_path: Path, monkeypatch, name: str, *overrides: str) -> Path:
     run_dir = tmp_path / name
     args = ["data=fake", "trainer.max_steps=30", "trainer.val_check_interval=10",
-            "trainer.accelerator=cpu", "trainer.enable_model_summary=false",
+            "trainer.accelerator=cpu",
             f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}",
             *overrides]  # fmt: skip
     run_main(*args, monkeypatch=monkeypatch)

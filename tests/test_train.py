@@ -126,7 +126,7 @@ def test_the_final_test_uses_the_selected_checkpoint_not_the_last(fast_overrides
 @pytest.mark.slow
 def test_a_resumed_run_draws_the_same_dropout_masks(fast_overrides, tmp_path):
     # Dropout draws from torch's generator: a resumed run continues exactly only if the
-    # checkpoint restores it (callbacks.rng_state).
+    # checkpoint restores it (callbacks.checkpoint_extras).
     args = [*fast_overrides, "model.dropout=0.5", "test=false"]
     train(compose_cfg(*args, output_dir=tmp_path / "whole"))
     train(compose_cfg(*args, "trainer.max_steps=3", output_dir=tmp_path / "first"))

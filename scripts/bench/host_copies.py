@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> str:
     probe = ProfileSteps(args.warmup, args.steps, activities)
     with tempfile.TemporaryDirectory(prefix="bench-host-copies-") as tmp:
         bench = Benchmark(args, Path(tmp))
-        cfg = bench.compose(args.model, ["trainer.enable_model_summary=false"], "run")
+        cfg = bench.compose(args.model, [], "run")
         cfg = with_trainer(cfg, max_steps=args.warmup + args.steps + 1, val_check_interval=10**9)
         run = bench.build(cfg)
         check_run(cfg, run.datamodule, run.classifier)  # data, device, precision: as src.train

@@ -1,12 +1,12 @@
 """The cost per logging step of each logger option (docs/loggers.md):
 ``python -m scripts.bench.loggers [--steps N] [--repeats R] [OPTION ...]``.
 
-A logging training step hands every logger the learning rate (Lightning's learning-rate monitor:
-``log_metrics``), then the training loss and accuracy (``Classifier._log_train``: ``log_metrics``
-and ``save``). Here that is done ``--steps`` times to the loggers that ``build_loggers`` makes of
-the composed ``conf/logger`` option, in a temporary run folder, after one untimed logging step
-(files created, MLflow's first write). The end of the run (``finalize``: what is still buffered
-gets written) is timed apart. One process; on a busy machine the numbers are rough.
+A logging training step hands every logger the learning rate and the training loss and accuracy
+(``Classifier._log_train``: two ``log_metrics``, then ``save``). Here that is done ``--steps``
+times to the loggers that ``build_loggers`` makes of the composed ``conf/logger`` option, in a
+temporary run folder, after one untimed logging step (files created, MLflow's first write). The end
+of the run (``finalize``: what is still buffered gets written) is timed apart. One process; on a
+busy machine the numbers are rough.
 """
 
 import argparse

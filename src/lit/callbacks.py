@@ -53,8 +53,12 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any):
         bar, step = self.train_progress_bar, trainer.global_step
         if self.is_enabled and (step % self.refresh_rate == 0 or step == bar.total):
-            compat.set_progress(bar, step)
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            # tqdm redraws at most every `mininterval` (0.1 s) and when the bar closes. Lightning's
+            # own bar redraws every `refresh_rate` steps, whatever the speed: two redraws per 10
+            # steps (the count, then the metrics) cost a near-zero model a sixth of its step
+            # (docs/benchmark.md).
+            bar.update(step - bar.n)
 
     # One bar per run: no bar of its own for each validation and for the final test. Their
     # redraws end up as fragments ("Testing: 0/?") in log files, and the training bar shows the
@@ -89,65 +93,40 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class StopOnNonFiniteLoss(pl.Callback):
-    """Stop the run when the training loss stops being finite, before a checkpoint records it.
+class SafeStop(pl.Callback):
+    """Stop the run between two steps, with its checkpoints in order: on SIGINT (Ctrl-C) or
+    SIGTERM (e.g. a cluster's pre-emption notice), and when the training loss stops being finite.
 
-    The check runs on the device and is read back only every ``check_every`` steps and before each
-    validation (so before each checkpoint): no device sync per step. The error names the first bad
-    step; the last checkpoint written is the last good one.
+    **Signals.** Python's default Ctrl-C raises wherever the program happens to be, possibly
+    half-way through an optimizer step, and Lightning's own SIGTERM handling stops half-way through
+    a validation; here the signal only sets a flag. The current step (and its validation, if one is
+    due) completes, Lightning is asked to stop (``received_sigterm``), raises ``SIGTERMException``
+    after writing the step's logs, and ``checkpoint_path`` is saved in ``on_exception``: the run
+    resumes exactly where it stopped. A second Ctrl-C interrupts at once.
+
+    **Non-finite loss.** Checked on the device and read back only every ``check_every`` steps and
+    before each validation (so before each checkpoint): no device sync per step. A NaN or infinite
+    loss raises ``NonFiniteLossError`` naming the first bad step, before a checkpoint records it:
+    the last checkpoint written is the last good one.
+
+    One callback for both (they share the step-end hook): Lightning calls every hook of every
+    callback on every step, so each callback object costs the loop time (``python -m scripts.bench
+    fixed-cost``).
     """
 
-    def __init__(self, check_every: int = 10):
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint_path: str, check_every: int = 10):
+        self.checkpoint_path = checkpoint_path
         self.check_every = check_every
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
         # The losses since the last check, on the device (a detach per step, no other op), and
         # the step of the first of them.
         self._losses: list[torch.Tensor] = []
         self._first_step = 0
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, *_: Any) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
-            return
-        if not self._losses:
-            self._first_step = trainer.global_step
-        self._losses.append(torch.as_tensor(loss).detach())
-        if trainer.global_step % self.check_every == 0:
-            self._check()
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module) -> None:
-        self._check()
-
-    def _check(self) -> None:
-        if not self._losses:
-            return
-        finite = torch.isfinite(torch.stack(self._losses))
-        self._losses, first = [], self._first_step
-        if not bool(finite.all()):
-            step = first + int((~finite).nonzero()[0])
-            raise NonFiniteLossError(
-                f"the training loss became NaN or infinite at step {step}: the run stopped there, "
-                "and its last checkpoint is the last good state (try a smaller learning rate)"
-            )
-
-
-class StopOnSignal(pl.Callback):
-    """On SIGINT (Ctrl-C) or SIGTERM (e.g. a cluster's pre-emption notice), finish the current
-    step (and its validation, if one is due), save ``last.ckpt`` and stop, so the run resumes
-    exactly where it stopped.
-
-    Python's default Ctrl-C raises wherever the program happens to be, possibly half-way through
-    an optimizer step, and Lightning's own SIGTERM handling stops half-way through a validation;
-    here the signal only sets a flag, and Lightning is asked to stop (``received_sigterm``) once
-    the step is complete. It then raises ``SIGTERMException`` after writing the step's logs, and
-    the checkpoint is saved in ``on_exception``. A second Ctrl-C interrupts at once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, checkpoint_path: str):
-        self.checkpoint_path = checkpoint_path
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+    # -- signals ------------------------------------------------------------------------------
 
     def _handler(self, signum: int, frame) -> None:
         if self.received is not None and signum == signal.SIGINT:
@@ -168,16 +147,6 @@ class StopOnSignal(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._restore_handlers()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
-        interval = trainer.val_check_batch
-        validation_due = isinstance(interval, int) and trainer.global_step % interval == 0
-        if self.received is not None and not validation_due:
-            compat.stop_after_this_step(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if self.received is not None and trainer.state.fn == "fit":
-            compat.stop_after_this_step(trainer)  # the due validation is done
-
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         self._restore_handlers()
         if self.received is not None and isinstance(exception, SIGTERMException):
@@ -188,10 +157,64 @@ class StopOnSignal(pl.Callback):
                 f"{self.checkpoint_path}",
             )
 
+    # -- every step ---------------------------------------------------------------------------
 
-class RngState(pl.Callback):
-    """Save and restore every random number generator with the checkpoints, so that a resumed run
-    draws the same random numbers (dropout, augmentation) as an uninterrupted one."""
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, *_: Any) -> None:
+        step = trainer.global_step
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            if not self._losses:
+                self._first_step = step
+            self._losses.append(torch.as_tensor(loss).detach())
+            if step % self.check_every == 0:
+                self._check_losses()
+        if self.received is not None:
+            interval = trainer.val_check_batch
+            validation_due = isinstance(interval, int) and step % interval == 0
+            if not validation_due:
+                compat.stop_after_this_step(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self._check_losses()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.received is not None and trainer.state.fn == "fit":
+            compat.stop_after_this_step(trainer)  # the due validation is done
+
+    def _check_losses(self) -> None:
+        if not self._losses:
+            return
+        finite = torch.isfinite(torch.stack(self._losses))
+        self._losses, first = [], self._first_step
+        if not bool(finite.all()):
+            step = first + int((~finite).nonzero()[0])
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {step}: the run stopped there, "
+                "and its last checkpoint is the last good state (try a smaller learning rate)"
+            )
+
+
+class CheckpointExtras(pl.Callback):
+    """What every checkpoint carries beside the training state:
+
+    - ``tags`` (e.g. which model was trained), under ``"tags"``, so a checkpoint given to a run of
+      another model is refused with a clear reason (``src.checks.read_checkpoint``);
+    - every random number generator, restored on resume, so that a resumed run draws the same
+      random numbers (dropout, augmentation) as an uninterrupted one.
+    """
+
+    def __init__(self, tags: dict[str, Any] | None = None):
+        self.tags = dict(tags or {})
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["tags"] = dict(self.tags)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        # Checkpoints written before this callback took over from RngState (2026-12-01) keep the
+        # generators under that callback's name: a run started then resumes exactly too.
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key not in states and "RngState" in states:
+            self.load_state_dict(states.pop("RngState"))  # popped: no warning of a lost callback
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -216,19 +239,15 @@ class RngState(pl.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class TagCheckpoints(pl.Callback):
-    """Write ``tags`` (e.g. which model was trained) into every checkpoint under ``"tags"``, so a
-    checkpoint given to a run of another model is refused with a clear reason."""
-
-    def __init__(self, **tags: Any):
-        self.tags = tags
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["tags"] = dict(self.tags)
-
-
 class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint``, for a run folder that may move.
+    """Lightning's ``ModelCheckpoint``, as the one owner of a run's checkpoints, in a run folder
+    that may move.
+
+    With ``save_last=True`` it keeps ``last.ckpt`` as the newest state: written after every
+    validation and at the final step (Lightning writes it only at the steps where it keeps a new
+    best checkpoint, and at the end only if it never wrote one), so ``resume=`` continues from the
+    newest state and ``src.evaluate`` finds the weights a run ended with. One callback for both
+    files: Lightning calls every hook of every callback on every step.
 
     Lightning stores its bookkeeping (the best score, the best and last paths) with absolute
     paths, and restores it only if the checkpoint folder is where it was: a run copied or moved
@@ -239,8 +258,28 @@ class RunCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *args: Any, continues_run: bool = False, **kwargs: Any):
+        self._state_key: str | None = None
         super().__init__(*args, **kwargs)
         self.continues_run = continues_run
+
+    @property
+    def state_key(self) -> str:
+        # Lightning labels every hook call with it, several times a step, and ModelCheckpoint
+        # formats it anew each time; what it is made of is fixed when the callback is built.
+        if self._state_key is None:
+            self._state_key = super().state_key
+        return self._state_key
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save_last(trainer)  # training ended between validations: the final state
+
+    def _save_last(self, trainer: pl.Trainer) -> None:
+        if self.save_last:
+            compat.save_last_checkpoint(self, trainer)  # unless one was written at this step
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")

@@ -1,16 +1,20 @@
 """The LightningModule of every PyTorch classifier: cross-entropy, the metrics, an optimizer."""
 
+import logging
 from collections.abc import Callable, Iterable
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.model_summary import summarize
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.lit import compat
 from src.lit.schedulers import SchedulerFactory
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -92,6 +96,19 @@ class Classifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def on_fit_start(self) -> None:
+        # The run's model summary, logged by the classifier (Lightning's ModelSummary callback is
+        # off, trainer.enable_model_summary=false): one callback fewer on every step, and the NumPy
+        # classifier, whose arrays Lightning cannot count, summarises itself the same way.
+        log.info(f"model summary:\n{summarize(self, max_depth=1)}")
+
+    def load_weights(self, checkpoint: dict) -> None:
+        """Take the network's weights from a checkpoint read by ``src.checks.load_checkpoint``:
+        torch parameters from its ``state_dict``, and what ``on_load_checkpoint`` restores (the
+        NumPy MLP's arrays). Raises KeyError, RuntimeError or ValueError if they do not fit."""
+        self.load_state_dict(checkpoint["state_dict"])
+        self.on_load_checkpoint(checkpoint)
+
     def check_optimizer(self) -> None:
         """Run the optimizer's and the schedule's own argument checks (e.g. a negative lr, a
         negative warm-up) on a one-element stand-in, so bad settings fail before training."""
@@ -159,15 +176,30 @@ class Classifier(pl.LightningModule):
         trainer = compat.attached_trainer(self)
         if trainer is None or not logs_this_step(trainer):
             return
-        with torch.no_grad():  # this batch's values; no sync across processes
-            values = self.batch_metrics(logits.detach(), y)
+        with torch.no_grad():  # this batch's values (update + compute: the metrics' forward
+            self.batch_metrics.update(logits.detach(), y)  # would also keep running totals)
+            values = self.batch_metrics.compute()
         self.batch_metrics.reset()
         # Read back once per logging step (every log_every_n_steps): no device sync on the others.
         numbers = torch.stack([v.float() for v in values.values()]).tolist()
         self.train_metrics = {f"train/{k}": v for k, v in zip(values, numbers, strict=True)}
+        rates = self.learning_rates()
         for logger in trainer.loggers:
             logger.log_metrics(self.train_metrics, step=self.global_step + 1)
+            # At the number of updates done, as Lightning's LearningRateMonitor plots them (so
+            # curves of runs from before this replaced it line up): the rate of the next update.
+            logger.log_metrics(rates, step=self.global_step)
             logger.save()
+
+    def learning_rates(self) -> dict[str, float]:
+        """The learning rate of the next update, by Lightning's ``LearningRateMonitor``'s names:
+        ``lr-<optimizer class>`` (``/pg<i>`` per parameter group where there are several)."""
+        rates = {}
+        for optimizer in self.trainer.optimizers:
+            name, groups = f"lr-{type(optimizer).__name__}", optimizer.param_groups
+            for i, group in enumerate(groups):
+                rates[name if len(groups) == 1 else f"{name}/pg{i + 1}"] = float(group["lr"])
+        return rates
 
     def _evaluate(self, split: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch

@@ -8,12 +8,7 @@ import logging
 import warnings
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n
-
-
-def set_progress(bar, n: int) -> None:
-    """Move a tqdm progress bar to ``n`` and redraw it (Lightning's ``_update_n``)."""
-    _update_n(bar, n)
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 
 def stop_after_this_step(trainer: pl.Trainer) -> None:
@@ -21,6 +16,14 @@ def stop_after_this_step(trainer: pl.Trainer) -> None:
     ``SIGTERMException`` once the step's logs are written. Sets the flag of Lightning's own SIGTERM
     handler (``trainer.received_sigterm`` reads it)."""
     trainer._signal_connector.received_sigterm = True
+
+
+def save_last_checkpoint(callback: ModelCheckpoint, trainer: pl.Trainer) -> None:
+    """Have ``callback`` write its last checkpoint (``last.ckpt``) now, unless it wrote a checkpoint
+    at this step or may not write now (outside fit, sanity check): ``ModelCheckpoint``'s
+    ``_should_skip_saving_checkpoint`` and ``_save_last_checkpoint``."""
+    if not callback._should_skip_saving_checkpoint(trainer):
+        callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
 
 def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:

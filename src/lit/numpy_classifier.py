@@ -108,6 +108,10 @@ class NumpyClassifier(Classifier):
         # training_step steps to count its updates (see there).
         return None
 
+    def learning_rates(self) -> dict[str, float]:
+        # Named as the torch SGD's rate is: the NumPy SGD's is the same curve.
+        return {"lr-SGD": float(self.numpy_optimizer.lr)}
+
     def on_fit_start(self) -> None:
         # Lightning's model summary counts torch parameters only, and shows none here.
         n = sum(a.size for a in self.net.named_parameters().values())

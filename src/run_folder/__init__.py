@@ -1,7 +1,8 @@
 """The run folder: the one package that knows what a run folder holds, and that creates, reads,
 selects and records in it. Train, resume, evaluate, gradcheck and the user's tools go through it:
 ``folder`` (the layout, ``RunFolder``, ``find_runs``), ``create`` (``claim``, ``release``, the Hydra
-callbacks) and ``record`` (``run.yaml``, ``resume_config``).
+callbacks), ``record`` (``run.yaml``, ``resume_config``) and ``upgrade`` (older saved configs read
+with today's classes).
 
 A run folder holds::
 
@@ -23,7 +24,8 @@ Three promises:
 - **Movable.** Every path the record names is relative to the folder, and checkpoints' own
   bookkeeping is rebased when a run continues elsewhere (``src.lit.callbacks.RunCheckpoint``).
 - **Safe to open.** ``RunFolder.config`` checks every ``_target_`` of a saved config against an
-  allow-list before anything is built (``src.targets``).
+  allow-list before anything is built (``src.targets``), after mapping what the project has since
+  merged or retired onto its successors (``upgrade``), so older folders still open.
 """
 
 from src.run_folder.create import ClaimRunFolder, RequireRunFolder, claim, release

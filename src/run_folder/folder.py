@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from src import targets
+from src.run_folder.upgrade import upgrade
 
 HYDRA_DIR = ".hydra"
 CONFIG = Path(HYDRA_DIR) / "config.yaml"
@@ -79,9 +80,10 @@ class RunFolder:
     # -- what the run was ----------------------------------------------------------------------
 
     def config(self, trusted: Iterable[str] = ()) -> DictConfig:
-        """The saved config, after checking that it names only allowed ``_target_``s
-        (``src.targets``; ``trusted`` extends the allow-list and comes from the local config)."""
-        cfg = OmegaConf.load(self.path / CONFIG)
+        """The saved config, with retired callbacks mapped onto today's (``upgrade``), after
+        checking that it names only allowed ``_target_``s (``src.targets``; ``trusted`` extends
+        the allow-list and comes from the local config)."""
+        cfg = upgrade(OmegaConf.load(self.path / CONFIG))
         targets.check_targets(cfg, trusted, source=f"{self.path / CONFIG}")
         return cfg
 
