@@ -37,9 +37,10 @@ def build_net(cfg: DictConfig, **model_kwargs: Any) -> Any:
     return instantiate_node(cfg.model, "model", **model_kwargs)
 
 
-def build_classifier(cfg: DictConfig) -> pl.LightningModule:
-    """The network inside its LightningModule, with the configured optimizer and schedule."""
-    net = build_net(cfg)
+def build_classifier(cfg: DictConfig, **model_kwargs: Any) -> pl.LightningModule:
+    """The network inside its LightningModule, with the configured optimizer and schedule
+    (``model_kwargs``: as for ``build_net``)."""
+    net = build_net(cfg, **model_kwargs)
     optimizer = instantiate_node(cfg.optimizer, "optimizer")
     compile_net = bool(cfg.get("compile", False))
     return instantiate_node(

@@ -44,8 +44,7 @@ def load_classifier(cfg: DictConfig, checkpoint: dict, path: Path):
     """The run's classifier with the weights of ``checkpoint`` (read by ``read_checkpoint``)."""
     classifier = build.build_classifier(cfg)
     try:
-        classifier.load_state_dict(checkpoint["state_dict"])
-        classifier.on_load_checkpoint(checkpoint)  # the NumPy MLP's arrays
+        classifier.load_weights(checkpoint)
     except (KeyError, RuntimeError, ValueError) as e:
         raise EvaluationError(f"ckpt_path={path} does not fit the run's model ({e})") from None
     return classifier.eval()

@@ -48,8 +48,6 @@ from src.targets import UntrustedTargetError
 
 #: The check's own settings (conf/gradcheck.yaml), kept when a run's saved config is checked.
 SETTINGS = ("n_coords", "n_samples", "eps", "threshold")
-#: Where a NumpyClassifier checkpoint keeps the NumPy arrays (src.lit.numpy_classifier).
-NUMPY_CHECKPOINT_KEY = "numpy_state_dict"
 #: float64's relative rounding of one operation.
 MACHINE_EPSILON = float(np.finfo(np.float64).eps)
 #: Safety factor of ``rounding_noise``. The errors measured on gradients that are zero up to
@@ -314,28 +312,18 @@ def load_model(cfg: DictConfig) -> Any:
     """The configured network, float64, seeded; with a checkpoint's weights if ``ckpt_path``."""
     pl.seed_everything(cfg.seed, verbose=False)
     extra = {"dtype": "float64"} if "dtype" in cfg.model else {}  # the NumPy MLP's own dtype
-    net = build.build_net(cfg, **extra)
     if cfg.ckpt_path is None:
-        return net
+        return build.build_net(cfg, **extra)
     try:  # read without running its code, as src.train reads checkpoints
         checkpoint = load_checkpoint(cfg.ckpt_path)
     except (CheckpointError, OSError) as e:
         raise GradcheckError(f"ckpt_path={e}") from None
+    classifier = build.build_classifier(cfg, **extra)
     try:
-        if isinstance(net, nn.Module):
-            prefix = "net."
-            state = {
-                k[len(prefix) :]: v
-                for k, v in checkpoint["state_dict"].items()
-                if k.startswith(prefix)
-            }
-            net.load_state_dict(state)
-        else:
-            state = checkpoint[NUMPY_CHECKPOINT_KEY]
-            net.load_state_dict({k: v.numpy() for k, v in state.items()})
+        classifier.load_weights(checkpoint)  # as src.evaluate loads them, for every model
     except (KeyError, RuntimeError, ValueError) as e:
         raise GradcheckError(f"ckpt_path={cfg.ckpt_path} does not fit this model ({e})") from None
-    return net
+    return classifier.net
 
 
 def run_config(cfg: DictConfig) -> DictConfig:

@@ -227,7 +227,7 @@ def test_checkpoint_weights_are_checked(tmp_path):
     numpy_cfg = ["model=mlp_numpy", "model.hidden_units=[10]"]
     net = gradcheck.load_model(compose_gradcheck(*numpy_cfg))
     state = {k: torch.from_numpy(v + 1.0) for k, v in net.state_dict().items()}
-    torch.save({"numpy_state_dict": state}, tmp_path / "numpy.ckpt")
+    torch.save({"state_dict": {}, "numpy_state_dict": state}, tmp_path / "numpy.ckpt")  # as saved
     loaded = gradcheck.load_model(compose_gradcheck(*numpy_cfg, f"ckpt_path={tmp_path}/numpy.ckpt"))
     assert all(np.array_equal(loaded.state_dict()[k], v.numpy()) for k, v in state.items())
 
