@@ -214,7 +214,7 @@ class CheckpointExtras(pl.Callback):
         # generators under that callback's name: a run started then resumes exactly too.
         states = checkpoint.get("callbacks") or {}
         if self.state_key not in states and "RngState" in states:
-            self.load_state_dict(states.pop("RngState"))  # popped: no warning of a lost callback
+            self.load_state_dict(states["RngState"])
 
     def state_dict(self) -> dict[str, Any]:
         state = {
