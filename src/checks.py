@@ -117,9 +117,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     That is all this project's checkpoints hold, for every model (checked on ``mlp``,
     ``mlp_numpy`` and ``convnet``): the NumPy MLP stores its arrays as tensors,
     ``CheckpointExtras`` the random states as tensors, lists and numbers, and no config is saved
-    in them. So no type is
-    added to torch's weights-only allowlist. Anything else is refused with a ``CheckpointError``
-    that names the type.
+    in them. So no type is added to torch's weights-only allowlist. Anything else is refused with a
+    ``CheckpointError`` that names the type.
     """
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)

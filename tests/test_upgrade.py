@@ -51,7 +51,7 @@ def test_a_run_without_best_checkpoints_keeps_only_last():
     assert checkpoint.save_top_k == 0 and checkpoint.save_last
 
 
-def test_a_config_of_today_is_left_as_it_is(tmp_path):
+def test_a_config_of_today_is_left_as_it_is():
     today = OmegaConf.load(CONF / "callbacks" / "default.yaml")
     cfg = OmegaConf.create({"callbacks": today, "trainer": {"enable_model_summary": True}})
     before = OmegaConf.to_yaml(cfg)

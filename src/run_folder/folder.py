@@ -80,9 +80,9 @@ class RunFolder:
     # -- what the run was ----------------------------------------------------------------------
 
     def config(self, trusted: Iterable[str] = ()) -> DictConfig:
-        """The saved config, with retired callbacks mapped onto today's (``upgrade``), after
-        checking that it names only allowed ``_target_``s (``src.targets``; ``trusted`` extends
-        the allow-list and comes from the local config)."""
+        """The saved config, with what was renamed or retired since mapped onto today's classes
+        (``upgrade``), after checking that it names only allowed ``_target_``s (``src.targets``;
+        ``trusted`` extends the allow-list and comes from the local config)."""
         cfg = upgrade(OmegaConf.load(self.path / CONFIG))
         targets.check_targets(cfg, trusted, source=f"{self.path / CONFIG}")
         return cfg

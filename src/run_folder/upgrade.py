@@ -28,7 +28,6 @@ LAST = "${paths.output_dir}/checkpoints/last.ckpt"
 MODEL_CHECKPOINTS = ("pytorch_lightning.callbacks.ModelCheckpoint", RUN_CHECKPOINT)
 RETIRED = (SIGNALS, NON_FINITE, TAGS, RNG, LR_MONITOR)
 
-
 #: Renamed in November 2026: the NumPy MLP's class and its hidden layers' argument.
 OLD_NUMPY_MLP, NUMPY_MLP = "src.numpy_nn.MLP", "src.numpy_nn.NumpyMLP"
 
